@@ -1,0 +1,1 @@
+"""attnsweep: statistically sound sweeps of attention modules for medical image classification."""

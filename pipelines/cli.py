@@ -1,0 +1,24 @@
+"""The `attnsweep` command line. Each sub-command lives in the module that owns the concept;
+this file only wires them together. Heavy imports (torch, ray, mlflow) happen inside commands
+so `attnsweep --help` stays fast."""
+from __future__ import annotations
+
+import typer
+
+from attnsweep.pipelines import cli_models
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Statistically sound sweeps of attention modules for medical image classification.",
+)
+app.command("models")(cli_models.models)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
