@@ -1,0 +1,289 @@
+"""One trial on one split: `train(cfg, trial_dir) -> result`. The same function runs in-process
+(executor `debug`) and as each rank of a submitit job (DDP, one rank per task).
+
+Trial folder: `config.json`, `metrics.jsonl` (one line per finished epoch), `checkpoint.pt` (every
+epoch), `best.pt` (the weights selected on validation), `result.json` (last)."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from attnsweep.pipelines import checkpoint, distributed
+from attnsweep.pipelines.distributed import Dist
+from attnsweep.pipelines.metrics import classification_metrics, selection_score
+from attnsweep.pipelines.trial_config import TrialConfig, TrialConfigError
+
+__all__ = ["TrialConfig", "TrialConfigError", "claim_folder", "evaluate", "train"]
+
+log = logging.getLogger(__name__)
+
+CONFIG, METRICS, CHECKPOINT, BEST, RESULT = "config.json", "metrics.jsonl", "checkpoint.pt", "best.pt", "result.json"
+FINAL_STATUSES = ("ok", "diverged")  # a folder with one of these is done; `failed` is retried
+LINE_METRICS = ("balanced_accuracy", "accuracy", "auc_roc", "loss")
+_AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def train(cfg: TrialConfig, trial_dir: str | Path) -> dict[str, Any]:
+    """Run (or resume, or return the finished result of) one trial; returns `result.json`'s content."""
+    trial_dir = Path(trial_dir)
+    d = distributed.setup()
+    try:
+        return _train(cfg, trial_dir, d)
+    finally:
+        distributed.teardown()
+
+
+def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
+    claim_folder(cfg, trial_dir, write=d.is_main)
+    finished = _finished_result(trial_dir)
+    if finished is not None:
+        return finished
+    hosts = distributed.gather(d.host)
+    split = _load_split(cfg, trial_dir, d)
+    num_classes = len(split.class_names)
+    amp_dtype = _AMP_DTYPES[cfg.precision]
+    if amp_dtype is torch.float16 and d.device.type != "cuda":
+        raise TrialConfigError("precision: fp16 needs a GPU (use bf16 or fp32 on CPU)")
+    per_rank_batch = cfg.batch_size // d.world_size
+    n_train = len(split.sets["train"])
+    if cfg.batch_size > n_train:
+        raise TrialConfigError(f"batch_size: {cfg.batch_size} is larger than the training set ({n_train} images)")
+
+    from attnsweep.data import make_dataset
+    from attnsweep.models import create
+
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    model = create(cfg.model, num_classes, pretrained=cfg.pretrained, image_size=cfg.image_size).to(d.device)
+    params = sum(p.numel() for p in model.parameters())
+    # Each rank its own augmentation/dropout stream; restored from the checkpoint on resume.
+    for seed_fn in (random.seed, np.random.seed, torch.manual_seed):
+        seed_fn(cfg.seed + d.rank)
+    memory_format = torch.preserve_format
+    if d.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        memory_format = torch.channels_last
+        model = model.to(memory_format=memory_format)
+    optimizer = _optimizer(cfg, model)
+    scheduler = _scheduler(cfg, optimizer)
+    scaler = torch.amp.GradScaler(d.device.type, enabled=cfg.precision == "fp16")
+
+    state = {"epoch": 0, "best_epoch": None, "best_score": -float("inf"), "train_seconds": 0.0}
+    if (trial_dir / CHECKPOINT).exists():
+        state = _resume(trial_dir, d, model, optimizer, scheduler, scaler)
+    ddp = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) \
+        if d.world_size > 1 else model
+
+    train_set = make_dataset(split.sets["train"], cfg.augmentation, split.mean, split.std, train=True, seed=cfg.seed)
+    eval_sets = {name: make_dataset(s, "none", split.mean, split.std, train=False, seed=cfg.seed)
+                 for name, s in split.sets.items() if name != "train"}
+    sampler = DistributedSampler(train_set, num_replicas=d.world_size, rank=d.rank, shuffle=True, seed=cfg.seed)
+    job_id = _job_id()
+    diverged = False
+    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        sampler.set_epoch(epoch)
+        loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=sampler, drop_last=True,
+                            num_workers=cfg.num_workers, pin_memory=d.device.type == "cuda",
+                            generator=_generator(cfg.seed, epoch, d.rank))
+        lr = optimizer.param_groups[0]["lr"]
+        loss_sum, n_seen = _train_epoch(ddp, loader, optimizer, scaler, d.device, amp_dtype, memory_format)
+        train_time = time.perf_counter() - t0
+        if not torch.isfinite(loss_sum).item():  # the sum is all-reduced: every rank stops together
+            log.warning("epoch %d: train loss %s, the trial diverged", epoch, loss_sum.item())
+            diverged = True
+            break
+        val = evaluate(model, eval_sets["val"], d, per_rank_batch, amp_dtype, memory_format, num_classes, cfg.num_workers)
+        scheduler.step()
+        seconds = time.perf_counter() - t0
+        line = {"epoch": epoch, "train_loss": loss_sum.item() / n_seen, "lr": lr, "seconds": seconds,
+                "images_per_s": n_seen / train_time, "val": {k: val[k] for k in LINE_METRICS}, "job_id": job_id}
+        score = selection_score(val, cfg.selection_metric)
+        if state["best_epoch"] is None or score > state["best_score"]:
+            state.update(best_epoch=epoch, best_score=score)
+            if d.is_main:
+                checkpoint.save(trial_dir / BEST, model.state_dict())
+        state.update(epoch=epoch, train_seconds=state["train_seconds"] + seconds)
+        rng = distributed.gather(checkpoint.rng_state())
+        if d.is_main:
+            # Order: (1) checkpoint.pt, holding this epoch's line, written atomically; (2) the line
+            # appended to metrics.jsonl. Killed before (1): the epoch is not finished and re-runs, no
+            # line was written. Killed between (1) and (2): resume appends the line from the
+            # checkpoint (_resume). So every finished epoch is in metrics.jsonl exactly once.
+            checkpoint.save(trial_dir / CHECKPOINT, {
+                **state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
+                "line": json.dumps(line)})
+            _append_line(trial_dir / METRICS, line)
+            log.info("epoch %d/%d train_loss %.4f val %s %.4f (%.1f s, %.0f img/s)", epoch, cfg.epochs,
+                     line["train_loss"], cfg.selection_metric, val[cfg.selection_metric] or float("nan"),
+                     seconds, line["images_per_s"])
+
+    metrics: dict[str, dict] = {}
+    if not diverged:
+        distributed.barrier()  # best.pt is complete
+        model.load_state_dict(checkpoint.load(trial_dir / BEST))
+        metrics = {name: evaluate(model, ds, d, per_rank_batch, amp_dtype, memory_format, num_classes, cfg.num_workers)
+                   for name, ds in eval_sets.items()}
+    result = {
+        "status": "diverged" if diverged else "ok",
+        "world_size": d.world_size,
+        "hosts": hosts,
+        "best_epoch": state["best_epoch"],
+        "epochs_run": state["epoch"],
+        "n_train": n_train,
+        "params": params,
+        "train_seconds": state["train_seconds"],
+        "gpu_seconds": state["train_seconds"] * d.world_size if d.device.type == "cuda" else 0.0,
+        "config_hash": cfg.hash(),
+        "metrics": metrics,
+    }
+    if d.is_main:
+        checkpoint.write_json(trial_dir / RESULT, result)
+    return result
+
+
+def claim_folder(cfg: TrialConfig, trial_dir: Path, write: bool = True) -> None:
+    """Write config.json, or check that the folder's config.json is this config."""
+    config = cfg.model_dump(mode="json")
+    path = trial_dir / CONFIG
+    if path.exists():
+        if checkpoint.read_json(path) != config:
+            raise TrialConfigError(f"{path}: the trial folder holds another configuration; use a new folder")
+    elif write:
+        checkpoint.write_json(path, config)
+
+
+def _finished_result(trial_dir: Path) -> dict[str, Any] | None:
+    path = trial_dir / RESULT
+    if path.exists():
+        result = checkpoint.read_json(path)
+        if result["status"] in FINAL_STATUSES:
+            return result
+    return None
+
+
+def _load_split(cfg: TrialConfig, trial_dir: Path, d: Dist):
+    from attnsweep.data import load_split, prepare
+
+    data_dir = cfg.data_dir
+    if data_dir is None:  # prepared once, by rank 0, into the trial folder
+        if d.is_main:
+            prepare(cfg.dataset, cfg.splits, cfg.image_size, trial_dir, ood=cfg.ood)
+        distributed.barrier()
+        data_dir = trial_dir / "data"
+    return load_split(data_dir, cfg.split)
+
+
+def _optimizer(cfg: TrialConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay)
+
+
+def _scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch."""
+    sched = torch.optim.lr_scheduler
+    if cfg.schedule == "step":
+        return sched.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    if cfg.schedule == "multistep":
+        return sched.MultiStepLR(optimizer, [round(f * cfg.epochs) for f in cfg.milestones], gamma=cfg.gamma)
+    if cfg.schedule == "cosine":
+        return sched.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return sched.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def _resume(trial_dir: Path, d: Dist, model, optimizer, scheduler, scaler) -> dict[str, Any]:
+    ckpt = checkpoint.load(trial_dir / CHECKPOINT)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    scaler.load_state_dict(ckpt["scaler"])
+    if len(ckpt["rng"]) == d.world_size:
+        checkpoint.set_rng_state(ckpt["rng"][d.rank])
+    else:
+        log.warning("checkpoint written by %d ranks, resumed with %d: random streams restart from the seed",
+                    len(ckpt["rng"]), d.world_size)
+    if d.is_main and _last_epoch(trial_dir / METRICS) < ckpt["epoch"]:
+        _append_line(trial_dir / METRICS, json.loads(ckpt["line"]))  # killed between checkpoint and line
+    log.info("resuming after epoch %d", ckpt["epoch"])
+    return {k: ckpt[k] for k in ("epoch", "best_epoch", "best_score", "train_seconds")}
+
+
+def _last_epoch(path: Path) -> int:
+    if not path.exists():
+        return 0
+    return max((json.loads(line)["epoch"] for line in path.read_text().splitlines() if line.strip()), default=0)
+
+
+def _append_line(path: Path, line: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(line, allow_nan=False) + "\n")
+        f.flush()
+
+
+def _generator(seed: int, epoch: int, rank: int) -> torch.Generator:
+    """Seeds the loader's worker processes from (seed, epoch, rank), whatever ran before."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0]))
+
+
+def _job_id() -> str | None:
+    if os.environ.get("SUBMITIT_EXECUTOR") in ("slurm", "local"):
+        from submitit import JobEnvironment
+
+        return JobEnvironment().job_id
+    return None
+
+
+def _train_epoch(model, loader, optimizer, scaler, device, amp_dtype, memory_format) -> tuple[torch.Tensor, int]:
+    """One pass over this rank's shard; returns the loss summed over all ranks' images and their count."""
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    n = 0
+    for x, y in loader:
+        x = x.to(device, non_blocking=True, memory_format=memory_format)
+        y = y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        loss_sum += loss.detach().double() * len(y)
+        n += len(y)
+    totals = distributed.all_sum(torch.stack([loss_sum, torch.tensor(float(n), dtype=torch.float64, device=device)]))
+    return totals[0], int(totals[1].item())
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, dataset: Dataset, d: Dist, batch_size: int, amp_dtype, memory_format,
+             num_classes: int, num_workers: int = 0) -> dict[str, Any]:
+    """Metrics of `dataset` on the predictions of all ranks: rank r predicts images r, r+W, r+2W, ...
+    (no padding, unlike DistributedSampler), and the gathered logits are put back in dataset order,
+    so the metrics equal a single process's exactly."""
+    model.eval()
+    shard = Subset(dataset, range(d.rank, len(dataset), d.world_size))
+    logits, labels = [], []
+    for x, y in DataLoader(shard, batch_size=batch_size, num_workers=num_workers):
+        x = x.to(d.device, non_blocking=True, memory_format=memory_format)
+        with torch.autocast(d.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits.append(model(x).float().cpu())
+        labels.append(y)
+    mine = (torch.cat(logits) if logits else torch.empty(0, num_classes),
+            torch.cat(labels) if labels else torch.empty(0, dtype=torch.long))
+    all_logits = torch.empty(len(dataset), num_classes)
+    all_labels = torch.empty(len(dataset), dtype=torch.long)
+    for r, (lg, lb) in enumerate(distributed.gather(mine)):
+        all_logits[r::d.world_size] = lg
+        all_labels[r::d.world_size] = lb
+    return classification_metrics(all_logits, all_labels, num_classes)
