@@ -38,13 +38,13 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, num_class
         warnings.simplefilter("ignore", UserWarning)  # "y_pred contains classes not in y_true"
         recall = recall_score(y, pred, labels=classes, average=None, zero_division=np.nan)
         balanced = balanced_accuracy_score(y, pred)
-    try:
-        if num_classes == 2:
-            auc = roc_auc_score(y, probs[:, 1])
-        else:
-            auc = roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=classes)
-    except ValueError:  # only one class present in y_true
-        auc = math.nan
+        try:
+            if num_classes == 2:
+                auc = roc_auc_score(y, probs[:, 1])
+            else:
+                auc = roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=classes)
+        except ValueError:  # a class of the model is absent from this set
+            auc = math.nan
     return {
         "balanced_accuracy": float(balanced),
         "accuracy": float(accuracy_score(y, pred)),
