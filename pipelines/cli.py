@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from attnsweep.pipelines import cli_models
+from attnsweep.pipelines import cli_models, cli_report
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -14,6 +14,7 @@ app = typer.Typer(
     help="Statistically sound sweeps of attention modules for medical image classification.",
 )
 app.command("models")(cli_models.models)
+app.command("report")(cli_report.report)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -1,0 +1,191 @@
+"""`attnsweep report OUT`: statistics, tables, figures and explanations of a study folder ->
+`<out>/report/` (`index.html` with PNGs beside it, `report.md`, `tables/*.csv`). Reads only the
+study folder. The folder is built under a temporary name and swapped in at the end, so a failed
+report never leaves a half-written one."""
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+
+from attnsweep.pipelines import report_plots
+from attnsweep.pipelines.report_data import StudyFolder, load
+from attnsweep.pipelines.report_tables import (
+    baselines,
+    build_tables,
+    cell_group_text,
+    table2_cells,
+    write_tables,
+)
+from attnsweep.pipelines.stats import caption
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("attnsweep.pipelines", "templates"),
+    autoescape=jinja2.select_autoescape(["html.j2"]),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else ""
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "–"
+        return f"{v:.3g}" if abs(v) < 1e-3 and v != 0 else f"{v:.4g}"
+    return str(v)
+
+
+def _display(df: pd.DataFrame) -> pd.DataFrame:
+    return df.apply(lambda col: col.map(_fmt)) if len(df) else df
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    # pandas' to_markdown needs the optional `tabulate`; a pipe table is three lines
+    if df.empty:
+        return "(none)"
+    d = _display(df)
+    lines = ["| " + " | ".join(d.columns) + " |", "|" + "---|" * len(d.columns)]
+    lines += ["| " + " | ".join(r) + " |" for r in d.astype(str).itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _html_table(df: pd.DataFrame) -> dict:
+    """Columns and rows for the template's table macro; numeric columns are right-aligned."""
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+               for c in df.columns]
+    return {"columns": [(c, n) for c, n in zip(df.columns, numeric)],
+            "rows": [list(zip(r, numeric)) for r in _display(df).astype(str).values.tolist()]}
+
+
+def _comparisons_display(comp: pd.DataFrame) -> pd.DataFrame:
+    """The tested rows, compact: the CI in one column, Holm named."""
+    tested = comp[comp["variant"] != comp["baseline"]].copy()
+    tested["CI"] = [f"{_fmt(lo)} .. {_fmt(hi)}" for lo, hi in zip(tested["ci_low"], tested["ci_high"])]
+    tested = tested.rename(columns={"p_holm": "p (Holm)", "excluded_runs": "left out"})
+    return tested[["metric", "dataset", "eval_set", "variant", "baseline", "n", "mean", "std", "diff",
+                   "p_welch", "p_paired", "p_corrected", "p (Holm)", "hedges_g", "CI", "significant",
+                   "left out"]]
+
+
+def _results_context(folder: StudyFolder, comp: pd.DataFrame, order: list[str]) -> list[dict]:
+    base = baselines(folder)
+    out = []
+    for metric in folder.settings.metrics:
+        cells = table2_cells(comp, metric, order)
+        datasets = sorted(comp["dataset"].unique())
+        rows = []
+        for v in order:
+            if v not in cells:
+                continue
+            row_cells = []
+            for d in datasets:
+                cs = cells[v].get(d)
+                row_cells.append({
+                    "html": cell_group_text(cs, ("<b>", "</b>")).replace("↑", '<span class="up">↑</span>')
+                    .replace("↓", '<span class="down">↓</span>') if cs else "",
+                    "md": cell_group_text(cs, ("**", "**")) if cs else "",
+                    "sig": bool(cs) and any(c.significant for c in cs),
+                })
+            rows.append({"variant": v, "baseline": base[v], "is_baseline": base[v] == v, "cells": row_cells})
+        out.append({"metric": metric, "datasets": datasets, "rows": rows})
+    return out
+
+
+def _figures(folder: StudyFolder, tables: dict[str, pd.DataFrame], into: Path) -> dict[str, list[str]]:
+    r, order, comp = folder.results, folder.variant_order, tables["comparisons"]
+    base = baselines(folder)
+    datasets = sorted(r["dataset"].unique())
+    figs: dict[str, list[str]] = {"distribution_figures": [], "landscape_figures": [], "curve_figures": []}
+    repeat_sets = set(r.loc[r["phase"] == "repeat", "dataset"])
+    for metric in folder.settings.metrics:
+        for d in datasets:
+            if d in repeat_sets:
+                name = f"distribution_{metric}_{d}.png"
+                report_plots.distribution_plot(r, comp, metric, d, order, base, into / name)
+                figs["distribution_figures"].append(name)
+    land = tables["search_landscape"]
+    for d in datasets:
+        if (land["dataset"] == d).any():
+            name = f"landscape_{d}.png"
+            report_plots.landscape_plot(land, d, order, into / name)
+            figs["landscape_figures"].append(name)
+        name = f"curves_{d}.png"
+        if report_plots.curves_plot(folder.epochs, r, d, order, into / name):
+            figs["curve_figures"].append(name)
+    return figs
+
+
+def _explanations(folder: StudyFolder, into: Path, enabled: bool) -> dict:
+    if not enabled:
+        return {"explanation_figures": [], "explanation_note": "Explanations were not requested (--no-explain)."}
+    from attnsweep.pipelines.explain import explain_study
+
+    figures, note = explain_study(folder, into)
+    return {"explanation_figures": figures, "explanation_note": note}
+
+
+def render(folder: StudyFolder, tables: dict[str, pd.DataFrame], into: Path, explain: bool = True) -> None:
+    """Write figures, `index.html` and `report.md` into `into` (tables are written separately)."""
+    order = folder.variant_order
+    facts = dict(zip(tables["run_facts"]["fact"], tables["run_facts"]["value"]))
+    generic = ("params", "best_hparams", "left_out_runs", "run_facts")
+    context = {
+        "name": folder.name,
+        "facts_line": (f"{facts['variants']} variants on {facts['datasets']}; {facts['repeat trials']} repeat "
+                       f"and {facts['search trials']} search trials; {facts['diverged runs']} diverged, "
+                       f"{facts['failed runs']} failed; code {facts['code version']}; "
+                       f"{facts['GPU-seconds']} GPU-seconds."),
+        "caption": caption(folder.settings),
+        "ci_level": f"{100 * (1 - folder.settings.alpha):g}",
+        "results_tables": _results_context(folder, tables["comparisons"], order),
+        "has_left_out": not tables["left_out_runs"].empty,
+        "csv_names": list(tables),
+        **_figures(folder, tables, into),
+        **_explanations(folder, into, explain),
+    }
+    comp = _comparisons_display(tables["comparisons"])
+    html_tables = {k: _html_table(tables[k]) for k in generic} | {
+        "comparisons": [(m, _html_table(c.drop(columns="metric"))) for m, c in comp.groupby("metric", sort=False)]}
+    (into / "index.html").write_text(
+        _ENV.get_template("report.html.j2").render(**context, tables=html_tables))
+    md = {k: _md_table(tables[k]) for k in generic} | {"comparisons": _md_table(comp)}
+    (into / "report.md").write_text(_ENV.get_template("report.md.j2").render(**context, md=md))
+
+
+def build_report(out: Path | str, explain: bool = True) -> Path:
+    """Build `<out>/report/` from the study folder; returns its path."""
+    out = Path(out)
+    folder = load(out)
+    tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    try:
+        tables = build_tables(folder)
+        write_tables(tables, tmp / "tables")
+        render(folder, tables, tmp, explain)
+        final = out / "report"
+        if final.exists():  # swap: the old report stays whole until the new one is complete
+            old = Path(tempfile.mkdtemp(prefix=".report-old-", dir=out))
+            final.rename(old / "report")
+            tmp.rename(final)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(final)
+        return final
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def log_report_to_mlflow(out_dir: Path | str, tracking_uri: str, run_id: str) -> None:
+    """Log `<out>/report/` as the `report/` artifact folder of the study's MLflow parent run."""
+    from mlflow.tracking import MlflowClient
+
+    report = Path(out_dir) / "report"
+    if not (report / "index.html").exists():
+        raise FileNotFoundError(f"{report}: no report to log (run `attnsweep report {out_dir}` first)")
+    MlflowClient(tracking_uri=tracking_uri).log_artifacts(run_id, str(report), artifact_path="report")

@@ -1,0 +1,109 @@
+"""Reads a study folder for the report: `results/` and `epochs/` (Parquet, checked against the
+schemas) and `study.yaml` (only what the report needs). Every problem is a one-line
+`StudyFolderError` naming the file and the field."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+from pydantic import ValidationError
+
+from attnsweep.pipelines.results_schema import EPOCHS_SCHEMA, RESULTS_SCHEMA
+from attnsweep.pipelines.stats import StatsSettings
+
+
+class StudyFolderError(ValueError):
+    """The study folder cannot be reported on; the message names the file and the field."""
+
+
+@dataclass
+class StudyFolder:
+    out: Path
+    results: pd.DataFrame
+    epochs: pd.DataFrame
+    study: dict = field(default_factory=dict)
+    settings: StatsSettings = field(default_factory=StatsSettings)
+
+    @property
+    def name(self) -> str:
+        names = self.results["study"].dropna().unique()
+        return str(self.study.get("name") or (names[0] if len(names) else self.out.name))
+
+    @property
+    def variant_order(self) -> list[str]:
+        """Table row order: the study's model list, then the model registry's order, then by name."""
+        listed = _study_variants(self.study)
+        try:
+            from attnsweep.models import VARIANTS
+        except ImportError:  # the report must work without the model zoo importable
+            VARIANTS = []
+        present = self.results["variant"].unique()
+        known = [v for v in [*listed, *VARIANTS] if v in present]
+        return list(dict.fromkeys([*known, *sorted(present)]))
+
+
+def _study_variants(study: dict) -> list[str]:
+    for key in ("models", "variants"):
+        items = study.get(key)
+        if isinstance(items, list):
+            return [i if isinstance(i, str) else str(i.get("name", "")) for i in items
+                    if isinstance(i, (str, dict))]
+    return []
+
+
+def _read_parquet_dir(folder: Path, schema: pa.Schema, required: bool) -> pd.DataFrame:
+    # temp files of an in-flight write start with '.' or '_' and are skipped, as pyarrow does
+    files = sorted(p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_")))
+    if not files:
+        if required:
+            raise StudyFolderError(f"{folder}: no Parquet files (has the study run?)")
+        return schema.empty_table().to_pandas()
+    tables = []
+    for f in files:
+        try:
+            t = pq.read_table(f)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise StudyFolderError(f"{f}: not a readable Parquet file ({e})") from None
+        missing = [n for n in schema.names if n not in t.column_names]
+        if missing:
+            raise StudyFolderError(f"{f}: missing columns {missing}")
+        try:
+            tables.append(t.select(schema.names).cast(schema))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise StudyFolderError(f"{f}: column types do not match the schema ({e})") from None
+    return pa.concat_tables(tables).to_pandas()
+
+
+def _read_study(path: Path) -> tuple[dict, StatsSettings]:
+    if not path.exists():
+        return {}, StatsSettings()
+    try:
+        study = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise StudyFolderError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(study, dict):
+        raise StudyFolderError(f"{path}: expected a mapping at the top level")
+    try:
+        settings = StatsSettings.model_validate(study.get("stats") or {})
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in ("stats", *err["loc"]))
+        raise StudyFolderError(f"{path}: {where}: {err['msg']} (got {err.get('input')!r})") from None
+    return study, settings
+
+
+def load(out: Path | str) -> StudyFolder:
+    out = Path(out)
+    if not out.is_dir():
+        raise StudyFolderError(f"{out}: no such study folder")
+    study, settings = _read_study(out / "study.yaml")
+    results = _read_parquet_dir(out / "results", RESULTS_SCHEMA, required=True)
+    epochs = _read_parquet_dir(out / "epochs", EPOCHS_SCHEMA, required=False)
+    bad = sorted(set(results["phase"].dropna()) - {"search", "repeat"})
+    if bad:
+        raise StudyFolderError(f"{out / 'results'}: phase: unknown values {bad}")
+    return StudyFolder(out, results, epochs, study, settings)

@@ -1,0 +1,129 @@
+"""The report's figures (matplotlib, Agg, PNG): per-variant distributions over the repeat splits
+beside their baseline, the lr x wd search landscape, and validation curves."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: the report runs on cluster nodes without a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from attnsweep.pipelines.stats import eval_set_order  # noqa: E402
+
+BASE_COLOR, SAME_COLOR, BETTER_COLOR, WORSE_COLOR = "#7f7f7f", "#4c72b0", "#2ca02c", "#d62728"
+DPI = 110
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def grouped_order(order: list[str], baselines: dict[str, str]) -> list[str]:
+    """Each baseline followed by its variants, so a variant stands beside its baseline."""
+    heads = list(dict.fromkeys(baselines[v] if baselines[v] in order else v for v in order))
+    return [v for h in heads for v in [h, *(x for x in order if baselines[x] == h and x != h)]]
+
+
+def distribution_plot(results: pd.DataFrame, comp: pd.DataFrame, metric: str, dataset: str,
+                      order: list[str], baselines: dict[str, str], path: Path) -> Path:
+    """Box + strip plot per variant over the repeat splits (usable runs), one panel per evaluated
+    set; colour: baseline grey, significantly better green / worse red, otherwise blue."""
+    rep = results[(results["phase"] == "repeat") & (results["dataset"] == dataset)
+                  & (results["status"] == "ok") & results[metric].notna()]
+    sets = eval_set_order(rep["eval_set"].unique())
+    variants = [v for v in grouped_order(order, baselines) if v in set(rep["variant"])]
+    fig, axes = plt.subplots(1, len(sets), figsize=(max(4.5, 0.75 * len(variants)) * len(sets), 4.2),
+                             squeeze=False)
+    rng = np.random.default_rng(0)  # jitter only; fixed so the figure is reproducible
+    for ax, eval_set in zip(axes[0], sets):
+        es = rep[rep["eval_set"] == eval_set]
+        sig = comp[(comp["metric"] == metric) & (comp["dataset"] == dataset)
+                   & (comp["eval_set"] == eval_set)].set_index("variant")
+        data = [100 * es.loc[es["variant"] == v, metric].to_numpy() for v in variants]
+        colors = []
+        for v in variants:
+            if baselines[v] == v:
+                colors.append(BASE_COLOR)
+            elif v in sig.index and sig.loc[v, "significant"]:
+                colors.append(BETTER_COLOR if sig.loc[v, "diff"] > 0 else WORSE_COLOR)
+            else:
+                colors.append(SAME_COLOR)
+        box = ax.boxplot(data, widths=0.55, patch_artist=True, showfliers=False)
+        for patch, c in zip(box["boxes"], colors):
+            patch.set(facecolor=c, alpha=0.25, edgecolor=c)
+        for i, (d, c) in enumerate(zip(data, colors), start=1):
+            ax.scatter(i + rng.uniform(-0.12, 0.12, len(d)), d, s=14, color=c, zorder=3)
+        ax.set_xticks(range(1, len(variants) + 1), variants, rotation=35, ha="right", fontsize=8)
+        ax.set_title(f"{dataset} / {eval_set}", fontsize=10)
+        ax.set_ylabel(f"{metric} (%)")
+        ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def _is_grid(land: pd.DataFrame) -> bool:
+    n_lr, n_wd = land["lr"].nunique(), land["weight_decay"].nunique()
+    return n_lr <= 8 and n_wd <= 8 and len(land[["lr", "weight_decay"]].drop_duplicates()) * 2 >= n_lr * n_wd
+
+
+def landscape_plot(landscape: pd.DataFrame, dataset: str, order: list[str], path: Path) -> Path:
+    """lr x wd map of mean validation balanced accuracy per variant: a heatmap for a grid search,
+    a scatter on log axes for a sampled (TPE) search. One colour scale for the whole dataset."""
+    land = landscape[landscape["dataset"] == dataset]
+    variants = [v for v in order if v in set(land["variant"])]
+    cols = min(3, len(variants))
+    rows = -(-len(variants) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.1 * rows), squeeze=False,
+                             layout="constrained")
+    vmin, vmax = 100 * land["val_balanced_accuracy"].min(), 100 * land["val_balanced_accuracy"].max()
+    for ax in axes.flat[len(variants):]:
+        ax.axis("off")
+    for ax, v in zip(axes.flat, variants):
+        lv = land[land["variant"] == v]
+        if _is_grid(lv):
+            grid = lv.pivot(index="weight_decay", columns="lr", values="val_balanced_accuracy") * 100
+            im = ax.imshow(grid.to_numpy(), cmap="viridis", vmin=vmin, vmax=vmax, origin="lower",
+                           aspect="auto")
+            ax.set_xticks(range(grid.shape[1]), [f"{x:g}" for x in grid.columns], fontsize=7)
+            ax.set_yticks(range(grid.shape[0]), [f"{y:g}" for y in grid.index], fontsize=7)
+            for (i, j), val in np.ndenumerate(grid.to_numpy()):
+                if not np.isnan(val):
+                    ax.text(j, i, f"{val:.1f}", ha="center", va="center", fontsize=7,
+                            color="white" if val < (vmin + vmax) / 2 else "black")
+        else:
+            im = ax.scatter(lv["lr"], lv["weight_decay"], c=100 * lv["val_balanced_accuracy"],
+                            cmap="viridis", vmin=vmin, vmax=vmax, s=40)
+            ax.set_xscale("log")
+            ax.set_yscale("symlog", linthresh=max(lv["weight_decay"][lv["weight_decay"] > 0].min()
+                                                  if (lv["weight_decay"] > 0).any() else 1e-6, 1e-8))
+        ax.set_title(v, fontsize=9)
+        ax.set_xlabel("lr", fontsize=8)
+        ax.set_ylabel("weight decay", fontsize=8)
+    fig.colorbar(im, ax=axes.ravel().tolist(), label="val balanced accuracy (%)", shrink=0.8)
+    fig.suptitle(f"{dataset}: search landscape (mean over the search splits)", fontsize=10)
+    return _save(fig, path)
+
+
+def curves_plot(epochs: pd.DataFrame, results: pd.DataFrame, dataset: str, order: list[str],
+                path: Path) -> Path | None:
+    """Mean validation balanced accuracy per epoch over the repeat splits, one line per variant."""
+    trials = results.loc[(results["phase"] == "repeat") & (results["dataset"] == dataset), "trial_id"]
+    ep = epochs[(epochs["phase"] == "repeat") & epochs["trial_id"].isin(set(trials))]
+    ep = ep[ep["val_balanced_accuracy"].notna()]
+    if ep.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    mean = ep.groupby(["variant", "epoch"])["val_balanced_accuracy"].mean() * 100
+    for v in order:
+        if v in mean.index.get_level_values(0):
+            ax.plot(mean[v].index, mean[v].to_numpy(), marker="o", ms=3, label=v)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val balanced accuracy (%)")
+    ax.set_title(f"{dataset}: validation curves (mean over repeat splits)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
