@@ -47,12 +47,8 @@ class StudyFolder:
 
 
 def _study_variants(study: dict) -> list[str]:
-    for key in ("models", "variants"):
-        items = study.get(key)
-        if isinstance(items, list):
-            return [i if isinstance(i, str) else str(i.get("name", "")) for i in items
-                    if isinstance(i, (str, dict))]
-    return []
+    items = study.get("variants")  # the study schema's list, in table order
+    return [str(i) for i in items] if isinstance(items, list) else []
 
 
 def _read_parquet_dir(folder: Path, schema: pa.Schema, required: bool) -> pd.DataFrame:
@@ -79,6 +75,9 @@ def _read_parquet_dir(folder: Path, schema: pa.Schema, required: bool) -> pd.Dat
 
 
 def _read_study(path: Path) -> tuple[dict, StatsSettings]:
+    """The study copy, read for the report only: `name`, `variants` and the `stats` section
+    (validated with the same model the study schema embeds). The rest is not re-validated: the
+    dataset paths it names need not exist where the report is built."""
     if not path.exists():
         return {}, StatsSettings()
     try:

@@ -105,7 +105,7 @@ def rows():
 STUDY_YAML = """\
 # golden study: what `attnsweep run` copies to <out>/study.yaml (only the parts the report reads)
 name: golden
-models: [resnet18, resnet18+ga, resnet18+ela, efficientnet_b0, efficientnet_b0+ga, vit_tiny_patch16_224]
+variants: [resnet18, resnet18+ga, resnet18+ela, efficientnet_b0, efficientnet_b0+ga, vit_tiny_patch16_224]
 stats:
   metrics: [balanced_accuracy, auc_roc]
   significance: corrected
