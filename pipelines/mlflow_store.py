@@ -1,0 +1,168 @@
+"""MLflow runs of a study, written by the driver only: experiment = study, a parent run per
+variant and phase, a child run per trial and split (params, per-epoch metrics with step = epoch,
+tags, artifacts). Runs are found again by their tags, so a resumed driver continues a run that
+was left RUNNING instead of opening a second one, and never touches a finished one."""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from attnsweep.pipelines.result_rows import METRIC_KEYS, TrialRef
+
+# status of a trial -> the MLflow run status it ends with
+RUN_STATUS = {"ok": "FINISHED", "diverged": "FINISHED", "stopped": "KILLED", "failed": "FAILED"}
+TAG = "attnsweep."
+
+
+def default_tracking_uri(out: Path) -> str:
+    return f"sqlite:///{out.resolve() / 'mlflow.db'}"
+
+
+class MlflowStore:
+    def __init__(self, tracking_uri: str, experiment: str, out: Path):
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(tracking_uri)
+        self.tracking_uri = tracking_uri
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            # A local store keeps artifacts beside the study; a server decides for itself.
+            local = tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri
+            location = (out.resolve() / "mlartifacts").as_uri() if local else None
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        else:
+            self.experiment_id = exp.experiment_id
+        self._parents: dict[tuple[str, str], str] = {}
+        self._children: dict[str, tuple[str, str]] = {}  # trial_id -> (run_id, status)
+        self._last_step: dict[str, int] = {}
+        self._load_existing()
+
+    def _load_existing(self) -> None:
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id], max_results=1000, page_token=token)
+            for run in page:
+                tags = run.data.tags
+                if tags.get(TAG + "kind") == "parent":
+                    self._parents[(tags[TAG + "variant"], tags[TAG + "phase"])] = run.info.run_id
+                elif TAG + "trial_id" in tags:
+                    self._children[tags[TAG + "trial_id"]] = (run.info.run_id, run.info.status)
+            token = page.token
+            if not token:
+                return
+
+    def parent(self, variant: str, phase: str) -> str:
+        key = (variant, phase)
+        if key not in self._parents:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=f"{variant} {phase}",
+                tags={TAG + "kind": "parent", TAG + "variant": variant, TAG + "phase": phase},
+            )
+            self._parents[key] = run.info.run_id
+        return self._parents[key]
+
+    def finish_parent(self, variant: str, phase: str, best: dict[str, Any] | None = None) -> None:
+        run_id = self.parent(variant, phase)
+        if best:
+            self.client.log_batch(run_id, params=_params({f"best_{k}": v for k, v in best.items()}))
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def child_run(self, ref: TrialRef, config: dict[str, Any]) -> tuple[str, bool]:
+        """(run id, whether it is already terminated) for the trial; created on first sight."""
+        if ref.trial_id in self._children:
+            run_id, status = self._children[ref.trial_id]
+            return run_id, status != "RUNNING"
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"{ref.variant} {ref.phase} {ref.split} lr={config['lr']:.3g} wd={config['weight_decay']:.3g}",
+            tags={
+                "mlflow.parentRunId": self.parent(ref.variant, ref.phase),
+                TAG + "trial_id": ref.trial_id,
+                TAG + "config_hash": ref.config_hash,
+                TAG + "phase": ref.phase,
+                TAG + "variant": ref.variant,
+                TAG + "split": ref.split,
+                TAG + "status": "running",
+            },
+        )
+        scalars = {k: v for k, v in config.items() if not isinstance(v, (dict, list)) and k != "data_dir"}
+        self.client.log_batch(run.info.run_id, params=_params(scalars))
+        self._children[ref.trial_id] = (run.info.run_id, "RUNNING")
+        self._last_step[run.info.run_id] = 0
+        return run.info.run_id, False
+
+    def log_epochs(self, run_id: str, epochs: Sequence[dict[str, Any]]) -> None:
+        """Per-epoch metrics (step = epoch); epochs logged before (also by an earlier driver of
+        a resumed study) are skipped, so a relayed epoch never appears twice."""
+        from mlflow.entities import Metric
+
+        if run_id not in self._last_step:
+            history = self.client.get_metric_history(run_id, "train_loss")
+            self._last_step[run_id] = max((m.step for m in history), default=0)
+        new = [e for e in epochs if e["epoch"] > self._last_step[run_id]]
+        if not new:
+            return
+        now = int(time.time() * 1000)
+        metrics = []
+        for e in new:
+            values = {"train_loss": e.get("train_loss"), "lr": e.get("lr"), "epoch_seconds": e.get("seconds"),
+                      "images_per_s": e.get("images_per_s")}
+            values.update({f"val_{k}": (e.get("val") or {}).get(k) for k in METRIC_KEYS})
+            metrics += [Metric(k, float(v), now, e["epoch"]) for k, v in values.items() if v is not None]
+        self.client.log_batch(run_id, metrics=metrics)
+        self._last_step[run_id] = new[-1]["epoch"]
+
+    def finish_child(self, ref: TrialRef, run_id: str, result: dict[str, Any], class_names: Sequence[str] | None) -> None:
+        """Final metrics of every evaluated set, the config and result as artifacts, a confusion
+        matrix PNG per set, the status tag; then the run is terminated."""
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(f"{eval_set.replace(':', '_')}_{k}", float(m[k]), now, 0)
+            for eval_set, m in (result.get("metrics") or {}).items()
+            for k in METRIC_KEYS
+            if m.get(k) is not None
+        ]
+        tags = [RunTag(TAG + "status", result["status"])]
+        if result.get("best_epoch") is not None:
+            metrics.append(Metric("best_epoch", float(result["best_epoch"]), now, 0))
+        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+        for name in ("config.json", "result.json"):
+            if (ref.dir / name).exists():
+                self.client.log_artifact(run_id, str(ref.dir / name))
+        for eval_set, m in (result.get("metrics") or {}).items():
+            if m.get("confusion_matrix"):
+                self.client.log_figure(run_id, _confusion_figure(m["confusion_matrix"], class_names, eval_set),
+                                       f"confusion_matrix_{eval_set.replace(':', '_')}.png")
+        self.client.set_terminated(run_id, RUN_STATUS[result["status"]])
+        self._children[ref.trial_id] = (run_id, RUN_STATUS[result["status"]])
+
+
+def _params(values: dict[str, Any]):
+    from mlflow.entities import Param
+
+    return [Param(k, str(v)[:6000]) for k, v in sorted(values.items())]
+
+
+def _confusion_figure(matrix: list[list[int]], class_names: Sequence[str] | None, title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    cm = np.asarray(matrix)
+    labels = list(class_names) if class_names and len(class_names) == len(cm) else None
+    fig, ax = plt.subplots(figsize=(2 + 0.6 * len(cm), 1.6 + 0.6 * len(cm)))
+    ConfusionMatrixDisplay(cm, display_labels=labels).plot(ax=ax, colorbar=False)
+    ax.set_title(title)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

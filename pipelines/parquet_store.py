@@ -1,0 +1,57 @@
+"""The Parquet datasets of a study folder: `<out>/results/<trial_id>.parquet` and
+`<out>/epochs/<trial_id>.parquet`, one file per finished trial, written by the driver only.
+Each file is written to a temporary name and renamed, so a crash never leaves a half file and
+writing a trial again replaces its rows instead of adding them."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from attnsweep.pipelines.results_schema import EPOCHS_SCHEMA, RESULTS_SCHEMA, to_table
+
+RESULTS_DIR, EPOCHS_DIR = "results", "epochs"
+
+
+def _write_atomic(table: pa.Table, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_trial(out: Path, trial_id: str, results: list[dict], epochs: list[dict]) -> Path:
+    """The epochs file first: the results file is the marker that the trial is recorded."""
+    _write_atomic(to_table(epochs, EPOCHS_SCHEMA), out / EPOCHS_DIR / f"{trial_id}.parquet")
+    return _write_atomic(to_table(results, RESULTS_SCHEMA), out / RESULTS_DIR / f"{trial_id}.parquet")
+
+
+def is_recorded(out: Path, trial_id: str) -> bool:
+    return (out / RESULTS_DIR / f"{trial_id}.parquet").exists()
+
+
+def read(out: Path, which: str = RESULTS_DIR) -> pa.Table:
+    """All rows of `<out>/results` (or `epochs`); an empty table with the schema when none yet."""
+    schema = RESULTS_SCHEMA if which == RESULTS_DIR else EPOCHS_SCHEMA
+    folder = out / which
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    if not files:
+        return schema.empty_table()
+    return ds.dataset([str(f) for f in files], schema=schema, format="parquet").to_table()
+
+
+def export(out: Path, dest: Path) -> int:
+    """Consolidate `<out>/results` into one Parquet file (temp + rename) -> number of rows."""
+    if not (out / RESULTS_DIR).is_dir():
+        raise FileNotFoundError(f"{out / RESULTS_DIR}: no results folder (is {out} a study output folder?)")
+    table = read(out).sort_by([("phase", "ascending"), ("variant", "ascending"), ("split", "ascending"),
+                               ("eval_set", "ascending")])
+    _write_atomic(table, dest)
+    return table.num_rows

@@ -1,0 +1,169 @@
+"""The two phases of a variant, each one Ray Tune `Tuner`:
+
+- `search`: one Tune trial per configuration (`lr`, `weight_decay`), trained on every search split
+  in lockstep; OptunaSearch (TPE, seeded) or the grid proposes configurations, ASHA (optional)
+  stops weak ones after an epoch.
+- `repeat`: the best configuration on each repeat split, one Tune trial per split.
+
+Resume. The recorded rows (`<out>/results/`) say what is done, not Tune's experiment snapshot:
+a finished configuration is replayed to Optuna with its score (`add_evaluated_point`) instead of
+being trained again, a configuration that was in flight is proposed first (`points_to_evaluate`)
+so its trainable re-attaches to its jobs or resumes them from their checkpoints, and the search
+asks only for the configurations still missing. This survives a driver killed at any moment, and
+TPE's next proposals still depend on every result so far."""
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import pandas as pd
+from ray import tune
+
+from attnsweep.pipelines import parquet_store
+from attnsweep.pipelines.plan import make_trial, phase_splits
+from attnsweep.pipelines.result_rows import read_json
+from attnsweep.pipelines.study import LogRange, Study
+from attnsweep.pipelines.tracking import Recorder, TrackerCallback
+from attnsweep.pipelines.tune_trainable import DIVERGED_SCORE, SplitsTrainable
+
+METRIC, SCORE = "val_balanced_accuracy", "score"
+
+
+def _val_rows(out: Path, phase: str, variant: str) -> pd.DataFrame:
+    rows = parquet_store.read(out).to_pandas()
+    return rows[(rows["phase"] == phase) & (rows["variant"] == variant) & (rows["eval_set"] == "val")]
+
+
+def config_scores(out: Path, variant: str, n_splits: int) -> pd.DataFrame:
+    """One row per fully recorded search configuration: lr, weight_decay, its score for the
+    search (None when a split failed), and whether it may be chosen (every split `ok`)."""
+    val = _val_rows(out, "search", variant)
+    rows = []
+    for _, g in val.groupby("config_hash"):
+        if g["split"].nunique() < n_splits:
+            continue  # still in flight
+        statuses = set(g["status"])
+        if "failed" in statuses:
+            score = None
+        elif "diverged" in statuses:
+            score = DIVERGED_SCORE
+        else:
+            score = float(g["balanced_accuracy"].mean())
+        rows.append({"lr": float(g["lr"].iloc[0]), "weight_decay": float(g["weight_decay"].iloc[0]),
+                     "score": score, "eligible": statuses == {"ok"}})
+    return pd.DataFrame(rows, columns=["lr", "weight_decay", "score", "eligible"])
+
+
+def best_config(out: Path, variant: str, n_splits: int) -> dict[str, float]:
+    """The highest mean validation balanced accuracy (at each split's selected epoch) among the
+    configurations whose every split finished `ok`; diverged, failed and stopped ones never win."""
+    scores = config_scores(out, variant, n_splits)
+    ok = scores[scores["eligible"]]
+    if ok.empty:
+        raise RuntimeError(f"{variant}: no search configuration finished on every split; nothing to repeat")
+    best = ok.loc[ok["score"].idxmax()]
+    return {"lr": float(best["lr"]), "weight_decay": float(best["weight_decay"])}
+
+
+def _started_configs(study: Study, out: Path, variant: str, data_dir: Path) -> list[dict[str, float]]:
+    """Configurations of this study with a trial folder (from its `config.json`), in start order."""
+    found = []
+    for cfg_path in sorted((out / "trials" / "search" / variant).glob("*/config.json"), key=lambda p: p.stat().st_mtime):
+        c = read_json(cfg_path)
+        params = {"lr": float(c["lr"]), "weight_decay": float(c["weight_decay"])}
+        trial = make_trial(study, out, "search", variant, c["split"], params["lr"], params["weight_decay"], data_dir)
+        if trial.ref.dir == cfg_path.parent and params not in found:  # not a folder of an older study version
+            found.append(params)
+    return found
+
+
+def _search_alg(study: Study, finished: pd.DataFrame, in_flight: list[dict]):
+    s = study.search
+    if s.algorithm == "grid":
+        done = {(r.lr, r.weight_decay) for r in finished.itertuples()}
+        todo = [{"lr": lr, "weight_decay": wd} for lr, wd in itertools.product(s.lr, s.weight_decay)]
+        todo = sorted(todo, key=lambda p: p not in in_flight)  # stable: in-flight first
+        return tune.search.BasicVariantGenerator(points_to_evaluate=[p for p in todo if (p["lr"], p["weight_decay"]) not in done])
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    def dist(space):
+        if isinstance(space, LogRange):
+            return optuna.distributions.FloatDistribution(space.low, space.high, log=True)
+        return optuna.distributions.CategoricalDistribution(space)
+
+    searcher = OptunaSearch(space={"lr": dist(s.lr), "weight_decay": dist(s.weight_decay)}, metric=SCORE,
+                            mode="max", seed=s.seed, points_to_evaluate=in_flight or None)
+    for r in finished.itertuples():
+        searcher.add_evaluated_point({"lr": r.lr, "weight_decay": r.weight_decay},
+                                     math.nan if r.score is None else r.score, error=r.score is None)
+    return searcher
+
+
+def _tuner(study: Study, out: Path, phase: str, variant: str, data_dir: Path, recorder: Recorder, progress,
+           param_space: dict, num_samples: int, search_alg=None, scheduler=None, poll_s: float = 1.0) -> tune.Tuner:
+    trainable = tune.with_resources(
+        tune.with_parameters(SplitsTrainable, study=study, phase=phase, variant=variant, out=str(out),
+                             data_dir=str(data_dir), executor=study.executor, poll_s=poll_s),
+        {"cpu": 1},  # a slot of `max_concurrent` (ray.init num_cpus); the jobs train elsewhere
+    )
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(num_samples=num_samples, search_alg=search_alg, scheduler=scheduler,
+                                    max_concurrent_trials=study.max_concurrent, reuse_actors=False),
+        run_config=tune.RunConfig(
+            name=f"{phase}-{variant}", storage_path=str(out / "tune"), verbose=0,
+            callbacks=[TrackerCallback(recorder, phase, variant, data_dir, progress)],
+            failure_config=tune.FailureConfig(max_failures=study.max_failures),
+        ),
+    )
+
+
+def run_search(study: Study, out: Path, variant: str, data_dir: Path, recorder: Recorder, progress,
+               poll_s: float = 1.0) -> dict[str, float]:
+    """The search phase of one variant (resuming what was done) -> its best configuration."""
+    splits = phase_splits(study, "search")
+    started = _started_configs(study, out, variant, data_dir)
+    for params in started:  # trials that finished while no driver was recording
+        for split in splits:
+            recorder.record_finished(make_trial(study, out, "search", variant, split, params["lr"],
+                                                params["weight_decay"], data_dir))
+    finished = config_scores(out, variant, len(splits))
+    done = {(r.lr, r.weight_decay) for r in finished.itertuples()}
+    in_flight = [p for p in started if (p["lr"], p["weight_decay"]) not in done]
+    remaining = study.search.n_configs() - len(finished)
+    if progress:
+        progress.already_done(variant, "search", len(finished),
+                              finished["score"].dropna().max() if len(finished) else None)
+    if remaining > 0:
+        scheduler = None
+        if study.search.asha:
+            from ray.tune.schedulers import ASHAScheduler
+
+            scheduler = ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode="max",
+                                      max_t=study.train.epochs, grace_period=study.search.asha.grace_period,
+                                      reduction_factor=study.search.asha.reduction_factor)
+        search_alg = _search_alg(study, finished, in_flight[:remaining])
+        _tuner(study, out, "search", variant, data_dir, recorder, progress, {}, remaining, search_alg,
+               scheduler, poll_s).fit()
+    best = best_config(out, variant, len(splits))
+    recorder.store.finish_parent(variant, "search", best)
+    return best
+
+
+def run_repeat(study: Study, out: Path, variant: str, data_dir: Path, recorder: Recorder, progress,
+               params: dict[str, float], poll_s: float = 1.0) -> None:
+    """The repeat phase of one variant: `params` on every repeat split not yet recorded."""
+    todo = []
+    for split in phase_splits(study, "repeat"):
+        trial = make_trial(study, out, "repeat", variant, split, params["lr"], params["weight_decay"], data_dir)
+        if not (recorder.is_recorded(trial) or recorder.record_finished(trial)):
+            todo.append(split)
+    if progress:
+        progress.already_done(variant, "repeat", study.splits.repeat_splits - len(todo), None)
+    if todo:
+        _tuner(study, out, "repeat", variant, data_dir, recorder, progress,
+               {**params, "split": tune.grid_search(todo)}, 1, poll_s=poll_s).fit()
+    recorder.store.finish_parent(variant, "repeat")

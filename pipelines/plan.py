@@ -1,0 +1,66 @@
+"""From a study to its trials: the `TrialConfig` of one configuration on one split, its id and
+folder, and the plan of the whole study (what `--dry-run` prints). The driver and the Tune
+trainable both build trials here, so they agree on every id and folder."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from attnsweep.pipelines.result_rows import TrialRef
+from attnsweep.pipelines.study import Study
+from attnsweep.pipelines.trial_config import TrialConfig
+
+PHASES = ("search", "repeat")
+
+
+def phase_splits(study: Study, phase: str) -> list[str]:
+    n = study.splits.search_splits if phase == "search" else study.splits.repeat_splits
+    return [f"{phase}-{i}" for i in range(n)]
+
+
+def trial_config(study: Study, variant: str, split: str, lr: float, weight_decay: float,
+                 data_dir: Path | None) -> TrialConfig:
+    # Each split its own seed, the same for every variant (paired comparisons); search and repeat
+    # splits never share one.
+    seed = study.train.seed + study.splits.names().index(split)
+    return TrialConfig.model_validate({
+        **study.train.model_dump(), "seed": seed, "model": variant, "dataset": study.dataset, "ood": study.ood,
+        "splits": study.splits, "split": split, "image_size": study.image_size, "lr": lr,
+        "weight_decay": weight_decay, "data_dir": data_dir,
+    })
+
+
+def config_hash(cfg: TrialConfig) -> str:
+    """The hyper-parameter configuration, the same for all splits it is trained on."""
+    shared = cfg.model_dump(mode="json", exclude={"split", "seed"})
+    return hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One configuration on one split: one trainer run, one folder, one MLflow child run."""
+
+    cfg: TrialConfig
+    ref: TrialRef
+
+
+def make_trial(study: Study, out: Path, phase: str, variant: str, split: str, lr: float, weight_decay: float,
+               data_dir: Path | None) -> Trial:
+    from attnsweep.models import parse_name
+
+    cfg = trial_config(study, variant, split, lr, weight_decay, data_dir)
+    backbone, attention = parse_name(variant)
+    trial_id = cfg.hash()
+    ref = TrialRef(study=study.name, phase=phase, variant=variant, backbone=backbone, attention=tuple(attention),
+                   dataset=study.dataset_label, split=split, trial_id=trial_id, config_hash=config_hash(cfg),
+                   dir=out / "trials" / phase / variant / trial_id)
+    return Trial(cfg, ref)
+
+
+def tune_trials(study: Study, out: Path, phase: str, variant: str, params: dict, data_dir: Path | None) -> list[Trial]:
+    """The trials of one Tune trial: a search configuration on every search split, or the chosen
+    configuration on one repeat split (`params["split"]`)."""
+    splits = phase_splits(study, "search") if phase == "search" else [params["split"]]
+    return [make_trial(study, out, phase, variant, s, params["lr"], params["weight_decay"], data_dir) for s in splits]

@@ -1,0 +1,142 @@
+"""The Ray Tune trainable of one Tune trial: a configuration trained on its splits by submitit jobs.
+
+It never trains in the Ray worker (except executor `debug`, which runs the job in-process for
+debugging). It submits one job per split (a SLURM job array when there are several), follows the
+trial folders' `metrics.jsonl` and relays the splits in lockstep: step N returns when every split
+has finished epoch N, with the mean validation balanced accuracy over the splits, so ASHA can stop
+the trial. Stopping the trial cancels its jobs; a retry (`FailureConfig(max_failures)`) re-attaches
+to jobs still queued or running and resubmits the others, which resume from their checkpoints."""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from statistics import fmean
+
+import submitit
+from ray import tune
+
+from attnsweep.pipelines import executors
+from attnsweep.pipelines.executors import ExecutorSpec
+from attnsweep.pipelines.plan import Trial, tune_trials
+from attnsweep.pipelines.result_rows import read_epochs, read_json
+from attnsweep.pipelines.study import Study
+from attnsweep.pipelines.trainer import FINAL_STATUSES, RESULT
+
+# What a diverged configuration scores: the floor of balanced accuracy, so the search learns to
+# avoid its region (a NaN would make Optuna drop the trial and maybe sample it again).
+DIVERGED_SCORE = 0.0
+
+
+def final_result(trial_dir: Path) -> dict | None:
+    """`result.json` when the trial is done (ok or diverged); a failed one is retried."""
+    path = trial_dir / RESULT
+    if not path.exists():
+        return None
+    result = read_json(path)
+    return result if result.get("status") in FINAL_STATUSES else None
+
+
+def config_score(results: list[dict]) -> float:
+    """A configuration's score over its splits: the mean validation balanced accuracy at each
+    split's selected epoch; the floor if any split diverged."""
+    if any(r["status"] == "diverged" for r in results):
+        return DIVERGED_SCORE
+    return fmean(float(r["metrics"]["val"]["balanced_accuracy"]) for r in results)
+
+
+class TrialFailed(RuntimeError):
+    """A job ended without a final result; Tune retries the trial up to `max_failures` times."""
+
+
+class SplitsTrainable(tune.Trainable):
+    def setup(self, config: dict, *, study: Study, phase: str, variant: str, out: str, data_dir: str,
+              executor: ExecutorSpec, poll_s: float = 1.0) -> None:
+        self.executor, self.poll_s = executor, poll_s
+        self.trials: list[Trial] = tune_trials(study, Path(out), phase, variant, config, Path(data_dir))
+        self.jobs: dict[str, object] = {}  # trial_id -> submitit job, for the splits not done yet
+        self.epoch = 0
+        pending = []
+        for t in self.trials:
+            if final_result(t.ref.dir) is not None:
+                continue
+            job = executors.attach(t.ref.dir, executor)
+            if job is None:
+                pending.append(t)
+            else:
+                self.jobs[t.ref.trial_id] = job
+        if pending:
+            submitted = executors.submit_array([t.cfg for t in pending], [t.ref.dir for t in pending], executor)
+            self.jobs.update({t.ref.trial_id: job for t, job in zip(pending, submitted)})
+
+    def step(self) -> dict:
+        self.epoch += 1
+        last = self.epoch >= self.trials[0].cfg.epochs
+        while True:
+            epochs, results = self._poll()
+            diverged = any(r is not None and r["status"] == "diverged" for r in results)
+            if diverged or (last and all(r is not None for r in results)):
+                return self._report(epochs, results, done=True)
+            if not last and all(len(e) >= self.epoch for e in epochs):
+                return self._report(epochs, results, done=False)
+            time.sleep(self.poll_s)
+
+    def _poll(self) -> tuple[list[list[dict]], list[dict | None]]:
+        """Each split's finished epochs and final result; TrialFailed for a job that ended without
+        a final result."""
+        epochs, results = [], []
+        for t in self.trials:
+            result = final_result(t.ref.dir)
+            job = self.jobs.get(t.ref.trial_id)
+            if result is None and job is not None:
+                # A debug job runs here, now; exception() returns (not raises) its error.
+                ended = isinstance(job, submitit.DebugJob) or job.done()
+                err = job.exception() if ended else None
+                result = final_result(t.ref.dir)
+                if result is None and ended:
+                    raise TrialFailed(f"{t.ref.dir}: job {job.job_id} ended without a result: {_why(t.ref.dir, err)}")
+            epochs.append(read_epochs(t.ref.dir))
+            results.append(result)
+        return epochs, results
+
+    def _report(self, epochs: list[list[dict]], results: list[dict | None], done: bool) -> dict:
+        """Epoch `self.epoch` of every split (a split that stopped earlier counts its last epoch):
+        the mean validation balanced accuracy for ASHA, and the configuration's score for the
+        search, final when `done`."""
+        lines = [e[min(self.epoch, len(e)) - 1] for e in epochs if e]
+        report = {"epoch": self.epoch, "done": done,
+                  "val_balanced_accuracy": _mean([_ba(line) for line in lines]) if lines else DIVERGED_SCORE}
+        if not done:
+            report["score"] = _mean([max(_ba(line) for line in e[: self.epoch]) for e in epochs if e])
+            return report
+        finished = [r for r in results if r is not None]
+        diverged = any(r["status"] == "diverged" for r in finished)
+        report["status"] = "diverged" if diverged else "ok"
+        report["score"] = DIVERGED_SCORE if diverged else config_score(finished)
+        return report
+
+    def cleanup(self) -> None:
+        """Tune stopped (or finished) the trial: cancel the jobs of splits without a final result."""
+        for t in self.trials:
+            job = self.jobs.get(t.ref.trial_id)
+            if job is not None and final_result(t.ref.dir) is None:
+                job.cancel(check=False)
+
+
+def _ba(line: dict) -> float:
+    v = (line.get("val") or {}).get("balanced_accuracy")
+    return math.nan if v is None else float(v)
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return fmean(finite) if finite else math.nan
+
+
+def _why(trial_dir: Path, err: BaseException | None) -> str:
+    path = trial_dir / RESULT
+    if path.exists():
+        error = read_json(path).get("error")
+        if error:
+            return error
+    return f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}" if err else "no error recorded"
