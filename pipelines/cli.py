@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from attnsweep.pipelines import cli_models, cli_report
+from attnsweep.pipelines import cli_models, cli_report, cli_run
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -15,6 +15,8 @@ app = typer.Typer(
 )
 app.command("models")(cli_models.models)
 app.command("report")(cli_report.report)
+app.command("run")(cli_run.run)
+app.command("export")(cli_run.export)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -39,6 +39,7 @@ class MlflowStore:
         self._parents: dict[tuple[str, str], str] = {}
         self._children: dict[str, tuple[str, str]] = {}  # trial_id -> (run_id, status)
         self._last_step: dict[str, int] = {}
+        self._study_run: str | None = None
         self._load_existing()
 
     def _load_existing(self) -> None:
@@ -47,13 +48,22 @@ class MlflowStore:
             page = self.client.search_runs([self.experiment_id], max_results=1000, page_token=token)
             for run in page:
                 tags = run.data.tags
-                if tags.get(TAG + "kind") == "parent":
+                if tags.get(TAG + "kind") == "study":
+                    self._study_run = run.info.run_id
+                elif tags.get(TAG + "kind") == "parent":
                     self._parents[(tags[TAG + "variant"], tags[TAG + "phase"])] = run.info.run_id
                 elif TAG + "trial_id" in tags:
                     self._children[tags[TAG + "trial_id"]] = (run.info.run_id, run.info.status)
             token = page.token
             if not token:
                 return
+
+    def study_run(self) -> str:
+        """The study's own run: the report is logged there."""
+        if self._study_run is None:
+            self._study_run = self.client.create_run(self.experiment_id, run_name="report",
+                                                     tags={TAG + "kind": "study"}).info.run_id
+        return self._study_run
 
     def parent(self, variant: str, phase: str) -> str:
         key = (variant, phase)
