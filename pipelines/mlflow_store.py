@@ -128,13 +128,14 @@ class MlflowStore:
         self._last_step[run_id] = new[-1]["epoch"]
 
     def finish_child(self, ref: TrialRef, run_id: str, result: dict[str, Any], class_names: Sequence[str] | None) -> None:
-        """Final metrics of every evaluated set, the config and result as artifacts, a confusion
-        matrix PNG per set, the status tag; then the run is terminated."""
+        """Final metrics of every evaluated set at the selected epoch (`final_<set>_<metric>`), the
+        config and result as artifacts, a confusion matrix PNG per set, the status tag; then the
+        run is terminated."""
         from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
         metrics = [
-            Metric(f"{eval_set.replace(':', '_')}_{k}", float(m[k]), now, 0)
+            Metric(f"final_{eval_set.replace(':', '_')}_{k}", float(m[k]), now, 0)
             for eval_set, m in (result.get("metrics") or {}).items()
             for k in METRIC_KEYS
             if m.get(k) is not None
