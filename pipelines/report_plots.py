@@ -127,3 +127,30 @@ def curves_plot(epochs: pd.DataFrame, results: pd.DataFrame, dataset: str, order
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)
+
+
+def explanation_grid(rows: list, images: np.ndarray, class_names: list[str], path: Path) -> Path:
+    """Paper 002's Table 4 layout: the inputs on top, then one row per (method, variant); columns:
+    one test image per class (map over the image) and the mean map over N images."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    cols = len(class_names) + 1
+    fig, axes = plt.subplots(len(rows) + 1, cols, figsize=(1.7 * cols + 1.6, 1.7 * (len(rows) + 1)),
+                             squeeze=False, layout="constrained")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for j, name in enumerate(class_names):
+        axes[0, j].imshow(images[j])
+        axes[0, j].set_title(name, fontsize=9)
+    axes[0, -1].axis("off")
+    axes[0, -1].set_title(f"mean ({rows[0].n} images)", fontsize=9, y=0.0)
+    axes[0, 0].set_ylabel("input", fontsize=8, rotation=0, ha="right", va="center")
+    for i, row in enumerate(rows, start=1):
+        for j in range(len(class_names)):
+            overlay = show_cam_on_image(images[j].astype(np.float32) / 255, row.per_class[j] / 255,
+                                        use_rgb=True, image_weight=0.45)
+            axes[i, j].imshow(overlay)
+        axes[i, -1].imshow(row.mean, cmap="jet", vmin=0, vmax=255)
+        axes[i, 0].set_ylabel(f"{row.method}\n{row.variant}", fontsize=8, rotation=0, ha="right", va="center")
+    return _save(fig, path)
