@@ -20,6 +20,7 @@ from torch import nn
 from attnsweep.pipelines.report_data import StudyFolder
 
 BATCH = 16
+METHODS = ["Grad-CAM", "GA map", "ViT attention"]
 
 
 def normalise(maps: np.ndarray) -> np.ndarray:
@@ -179,6 +180,7 @@ def explain_study(folder: StudyFolder, into: Path) -> tuple[list[str], str]:
         raw, names = (raw, names) if raw is not None else (raw_v, names_v)
     from attnsweep.pipelines.report_plots import explanation_grid
 
+    rows.sort(key=lambda e: METHODS.index(e.method))  # Table 4: Grad-CAM rows, then attention maps
     name = "explanations.png"
     explanation_grid(rows, raw, names, into / name)
     where = f"split {split}" if split else "the first kept repeat split of each variant"
