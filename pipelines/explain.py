@@ -191,5 +191,9 @@ def explain_study(folder: StudyFolder, into: Path) -> tuple[list[str], str]:
             f"(deepest GA block); ViT: CLS attention of the last block, averaged over heads.")
     if missing:
         note += f" No kept checkpoint for: {', '.join(missing)}."
+    flat = [e.variant for e in rows if e.method == "Grad-CAM" and e.mean.max() == 0]
+    if flat:  # e.g. ResNet's last stage is 1x1 at 32 px: Grad-CAM has no location to show
+        note += (f" Grad-CAM is constant for {', '.join(flat)}: the last convolutional stage has no "
+                 f"spatial extent at this image size.")
     return [name], note
 
