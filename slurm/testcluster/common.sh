@@ -18,10 +18,11 @@ is_ours() {
 
 # pid_from FILE: the pid a pid file names, or nothing.
 pid_from() {
-    [[ -s $1 ]] && tr -dc '0-9' <"$1"
+    if [[ -s $1 ]]; then tr -dc '0-9' <"$1"; fi
 }
 
-# last_line FILE: the last non-empty line of a log, for one-line error messages.
-last_line() {
-    grep -v '^[[:space:]]*$' "$1" 2>/dev/null | tail -n 1 || true
+# log_tail FILE: the last two non-empty lines of a log on one line (SLURM logs the cause, then
+# "fatal: ..."), for one-line error messages.
+log_tail() {
+    grep -v '^[[:space:]]*$' "$1" 2>/dev/null | tail -n 2 | paste -sd '|' | sed 's/|/ | /' || true
 }

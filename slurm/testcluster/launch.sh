@@ -2,10 +2,12 @@
 # Brings a test cluster up in DIR. start.sh runs it under keeper.py (so every daemon stays in one
 # process tree) while holding the lock that keeps port and subnet choices unique on this machine.
 # Usage: launch.sh DIR NODES CPUS [SLURM_CONF_LINE...]
-set -euo pipefail
+set -Eeuo pipefail
 prog=start.sh
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/common.sh"
+# any other failing command still ends in one line (the outermost shell reports it)
+trap '((BASHPID == $$)) || exit 1; die "unexpected failure at launch.sh line $LINENO: $BASH_COMMAND"' ERR
 
 dir=$1 nodes=$2 cpus=$3
 shift 3
@@ -17,10 +19,14 @@ sock=$dir/munge/munge.socket.2
 mkdir -p "$dir"/{etc,pids,log,munge,db,state,spool}
 chmod 700 "$dir/etc" "$dir/munge"
 
+# stamp TEXT: a timed line in log/start.log, to see where a start spends its time.
+stamp() { echo "$(date +%T.%3N) $*" >>"$dir/log/start.log"; }
+
 # run_logged NAME CMD...: run CMD with its output in log/NAME.log; on failure die quoting the log.
 run_logged() {
     local log=$dir/log/$1.log
-    "${@:2}" </dev/null >>"$log" 2>&1 || die "$1: '${*:2:2}' failed: $(last_line "$log") (log: $log)"
+    stamp "run ${*:2:2}"
+    "${@:2}" </dev/null >>"$log" 2>&1 || die "$1: '${*:2:2}' failed: $(log_tail "$log") (log: $log)"
 }
 
 # wait_up "DAEMON..." CHECK...: poll CHECK until it passes; fail at once when a DAEMON has died.
@@ -30,12 +36,13 @@ wait_up() {
         for daemon in $1; do
             pid=$(pid_from "$dir/pids/$daemon.pid")
             if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
-                die "$daemon exited while starting: $(last_line "$dir/log/$daemon.log") (log: $dir/log/$daemon.log)"
+                die "$daemon exited while starting: $(log_tail "$dir/log/$daemon.log") (log: $dir/log/$daemon.log)"
             fi
         done
         ((SECONDS < deadline)) || die "$2 still failing after ${wait_s}s (logs: $dir/log/)"
         sleep 0.2
     done
+    stamp "ready: ${*:2}"
 }
 
 # free_port VAR: a TCP port no socket on this machine uses, below the kernel's ephemeral range (an

@@ -4,6 +4,7 @@
 # empty. On success DIR/env.sh holds the client settings (source it); on failure everything started is
 # stopped again and one line on stderr says why. Needs root and the packages that .ci/run installs.
 # Usage: start.sh DIR [--nodes N] [--cpus C] [--conf 'Key=Value']...
+# Exit status: 0 up, 1 failed, 2 cannot run on this machine (not root, programs missing).
 #   --cpus  CPUs each node offers (default: this machine's count; may be higher to run more jobs)
 #   --conf  an extra slurm.conf line (repeatable)
 set -euo pipefail
@@ -35,7 +36,11 @@ done
 [[ -n $dir ]] || die "$usage"
 [[ $nodes =~ ^[1-9][0-9]?$ ]] || die "--nodes must be 1..99, got '$nodes'"
 [[ $cpus =~ ^[1-9][0-9]*$ ]] || die "--cpus must be a positive integer, got '$cpus'"
-((EUID == 0)) || die "must run as root (it runs the daemons as root and creates network namespaces)"
+cannot_run() {
+    echo "$prog: $*" >&2
+    exit 2
+}
+((EUID == 0)) || cannot_run "must run as root (it runs the daemons as root and creates network namespaces)"
 need=(python3 flock mungekey munged munge unmunge mariadb-install-db mariadbd mariadb mariadb-admin
     slurmdbd slurmctld slurmd sacctmgr scontrol sinfo sacct squeue scancel)
 ((nodes == 1)) || need+=(ip nsenter unshare mount hostname)
@@ -43,7 +48,7 @@ missing=()
 for program in "${need[@]}"; do
     command -v "$program" >/dev/null || missing+=("$program")
 done
-((${#missing[@]} == 0)) || die "missing programs: ${missing[*]} (apt-get install slurmctld slurmd slurm-client munge slurmdbd mariadb-server iproute2)"
+((${#missing[@]} == 0)) || cannot_run "missing programs: ${missing[*]} (apt-get install slurmctld slurmd slurm-client munge slurmdbd mariadb-server iproute2)"
 
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd -P)
