@@ -102,10 +102,10 @@ def _figures(folder: StudyFolder, tables: dict[str, pd.DataFrame], into: Path) -
     base = baselines(folder)
     datasets = sorted(r["dataset"].unique())
     figs: dict[str, list[str]] = {"distribution_figures": [], "landscape_figures": [], "curve_figures": []}
-    repeat_sets = set(r.loc[r["phase"] == "repeat", "dataset"])
+    usable = r[(r["phase"] == "repeat") & (r["status"] == "ok")]
     for metric in folder.settings.metrics:
         for d in datasets:
-            if d in repeat_sets:
+            if usable.loc[usable["dataset"] == d, metric].notna().any():
                 name = f"distribution_{metric}_{d}.png"
                 report_plots.distribution_plot(r, comp, metric, d, order, base, into / name)
                 figs["distribution_figures"].append(name)

@@ -30,17 +30,19 @@ def _runs(results: pd.DataFrame) -> pd.DataFrame:
 
 def params_table(folder: StudyFolder) -> pd.DataFrame:
     """Table 1: parameters per variant and the relative change to its baseline."""
-    params = folder.results.groupby("variant")["params"].agg(lambda s: s.mode().iloc[0])
+    known = folder.results.dropna(subset=["params"])  # a run that failed early has no count
+    params = known.groupby("variant")["params"].agg(lambda s: int(s.mode().iloc[0]))
     base = baselines(folder)
     rows = []
     for v in folder.variant_order:
-        b = base[v]
-        pb = params.get(b)
+        p, pb = params.get(v), params.get(base[v])
         rows.append({
-            "variant": v, "baseline": b, "params": int(params[v]), "params_m": params[v] / 1e6,
-            "change_pct": PERCENT * (params[v] / pb - 1) if pb else float("nan"),
+            "variant": v, "baseline": base[v], "params": p,
+            "params_m": p / 1e6 if p is not None else None,
+            "change_pct": PERCENT * (p / pb - 1) if p is not None and pb else None,
         })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["variant", "baseline", "params", "params_m", "change_pct"]).astype(
+        {"params": "Int64", "params_m": "float64", "change_pct": "float64"})
 
 
 @dataclass
@@ -140,6 +142,11 @@ def left_out_runs(folder: StudyFolder) -> pd.DataFrame:
     return bad[["phase", "dataset", "variant", "split", "status", "trial_id"]].reset_index(drop=True)
 
 
+def _span(times: pd.Series) -> str:
+    times = times.dropna()
+    return f"{times.min():%Y-%m-%d %H:%M} .. {times.max():%Y-%m-%d %H:%M} UTC" if len(times) else "-"
+
+
 def run_facts(folder: StudyFolder) -> pd.DataFrame:
     runs = _runs(folder.results)
     status = runs["status"].value_counts()
@@ -159,7 +166,7 @@ def run_facts(folder: StudyFolder) -> pd.DataFrame:
         "GPU-seconds": f"{runs['gpu_seconds'].sum():.0f}",
         "train seconds": f"{runs['train_seconds'].sum():.0f}",
         "world sizes": ", ".join(str(w) for w in sorted(runs["world_size"].dropna().unique())),
-        "finished": f"{runs['finished_at'].min():%Y-%m-%d %H:%M} .. {runs['finished_at'].max():%Y-%m-%d %H:%M} UTC",
+        "finished": _span(runs["finished_at"]),
         "significance": stats.caption(folder.settings),
     }
     return pd.DataFrame({"fact": list(facts), "value": list(facts.values())})

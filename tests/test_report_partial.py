@@ -1,0 +1,64 @@
+"""The report of an unfinished or troubled study: the search phase only, a variant whose every run
+failed. It still builds, and says what is missing instead of failing."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from attnsweep.pipelines.report import build_report
+from attnsweep.pipelines.results_schema import RESULTS_SCHEMA
+
+GOLDEN = Path(__file__).parent / "golden" / "study"
+
+
+def study_with(tmp_path: Path, edit) -> Path:
+    out = tmp_path / "study"
+    shutil.copytree(GOLDEN, out)
+    results = pd.read_parquet(out / "results")
+    shutil.rmtree(out / "results")
+    (out / "results").mkdir()
+    rows = edit(results).astype({"finished_at": object})  # Timestamps: pyarrow keeps the zone
+    pq.write_table(pa.Table.from_pandas(rows, schema=RESULTS_SCHEMA, preserve_index=False),
+                   out / "results" / "all.parquet")
+    return out
+
+
+def test_search_phase_only(tmp_path):
+    out = study_with(tmp_path, lambda r: r[r.phase == "search"])
+    report = build_report(out, explain=False)
+    assert pd.read_csv(report / "tables" / "comparisons.csv").empty
+    best = pd.read_csv(report / "tables" / "best_hparams.csv")
+    # without a repeat phase the search's best configuration is reported
+    land = pd.read_csv(report / "tables" / "search_landscape.csv")
+    top = land.loc[land.groupby(["dataset", "variant"]).val_balanced_accuracy.idxmax()]
+    pd.testing.assert_frame_equal(
+        best[["dataset", "variant", "lr", "weight_decay"]].sort_values(["dataset", "variant"]).reset_index(drop=True),
+        top[["dataset", "variant", "lr", "weight_decay"]].sort_values(["dataset", "variant"]).reset_index(drop=True))
+    html = (report / "index.html").read_text()
+    assert "distribution_" not in html and "landscape_synthderm.png" in html
+
+
+def test_a_variant_whose_runs_all_failed(tmp_path):
+    def fail(r: pd.DataFrame) -> pd.DataFrame:
+        hit = (r.variant == "resnet18+ela") & (r.phase == "repeat")
+        r = r.copy()
+        r.loc[hit, "status"] = "failed"
+        r.loc[hit, ["balanced_accuracy", "accuracy", "auc_roc", "loss", "best_epoch"]] = None
+        r.loc[r.variant == "resnet18+ela", "params"] = None  # never built: no parameter count
+        return r
+
+    report = build_report(study_with(tmp_path, fail), explain=False)
+    comp = pd.read_csv(report / "tables" / "comparisons.csv")
+    ela = comp[(comp.variant == "resnet18+ela") & (comp.metric == "balanced_accuracy")]
+    assert (ela.n == 0).all() and (ela.excluded_runs == 5).all() and not ela.significant.any()
+    assert ela.p_welch.isna().all()
+    table2 = pd.read_csv(report / "tables" / "results_balanced_accuracy.csv").set_index("variant")
+    assert table2.loc["resnet18+ela", "synthderm"] == "n/a (n/a)"
+    params = pd.read_csv(report / "tables" / "params.csv").set_index("variant")
+    assert pd.isna(params.loc["resnet18+ela", "params"])
+    left = pd.read_csv(report / "tables" / "left_out_runs.csv")
+    assert (left.variant == "resnet18+ela").sum() == 10  # 5 splits x 2 datasets
