@@ -200,7 +200,7 @@ start_slurmd() {  # start_slurmd INDEX
         run_logged "slurmd-$name" slurmd -f "$SLURM_CONF" -N "$name"
         return
     fi
-    (($1 > 0)) && netns=(nsenter --net="/run/netns/asw${slot}n$1")
+    if (($1 > 0)); then netns=(nsenter --net="/run/netns/asw${slot}n$1"); fi
     run_logged "slurmd-$name" "${netns[@]}" unshare --uts --mount -- \
         "$here/in_node.sh" "$name" "$dir/etc/hosts" slurmd -f "$SLURM_CONF" -N "$name"
 }
@@ -226,13 +226,12 @@ if ((nodes == 1)); then
 else
     setup_network
     ctld_addr=10.77.$slot.1
-    {
-        echo "127.0.0.1 localhost"
-        for ((i = 0; i < nodes; i++)); do
-            names+=("node$i") addrs+=("10.77.$slot.$((i + 1))")
-            echo "${addrs[i]} node$i$( ((i == 0)) && echo " $host")"
-        done
-    } >"$dir/etc/hosts"
+    echo "127.0.0.1 localhost" >"$dir/etc/hosts"
+    for ((i = 0; i < nodes; i++)); do
+        names+=("node$i") addrs+=("10.77.$slot.$((i + 1))")
+        echo "${addrs[i]} node$i" >>"$dir/etc/hosts"
+    done
+    echo "$ctld_addr $host" >>"$dir/etc/hosts" # the controller's host, as the nodes reach it
 fi
 
 start_munge
