@@ -18,6 +18,9 @@ PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>; the stdlib has no prctl binding,
 
 def keep(pidfile: str, cmd: list[str], status_fd: int) -> int:
     os.setsid()  # a Ctrl-C meant for the caller must not reach the daemons
+    # nor may they hold the caller's other pipes open (a CI runner would wait for their EOF)
+    os.closerange(3, status_fd)
+    os.closerange(status_fd + 1, os.sysconf("SC_OPEN_MAX"))
     if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         print(f"keeper.py: prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(ctypes.get_errno())}", file=sys.stderr)
         return 1
@@ -43,6 +46,7 @@ def keep(pidfile: str, cmd: list[str], status_fd: int) -> int:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
+    os.close(devnull)
     os.write(status_fd, bytes([rc if rc >= 0 else 1]))  # killed by a signal: 1
     os.close(status_fd)
     while True:
