@@ -24,7 +24,7 @@ _HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # timm's hub layouts, p
 @dataclass
 class LoadReport:
     source: str
-    loaded: int  # model tensors filled from the weights
+    loaded: int  # tensors of the file the model took
     new: list[str]  # model tensors the weights lack: the attention modules, initialised here
     unused: list[str]  # weight tensors the model has no place for: convolutions an attention replaced
     skipped_head: list[str]  # classifier tensors trained for another number of classes
@@ -87,9 +87,10 @@ def load_pretrained(model: nn.Module, name: str, backbone: Backbone, pretrained:
             del state[key]
             skipped_head.append(key)
     result = model.load_state_dict(state, strict=False)
-    loaded = len(expected) - len(result.missing_keys)
-    if loaded == 0:
-        raise ValueError(f"{path}: none of its {len(state)} tensors fits {name} (weights of another architecture?)")
+    loaded = len(state) - len(result.unexpected_keys)
+    # an attention replaces a few convolutions; a file most of whose tensors have no place is another model's
+    if loaded <= len(result.unexpected_keys):
+        raise ValueError(f"{path}: only {loaded} of its {len(state)} tensors fit {name} (weights of another architecture?)")
     report = LoadReport(str(path), loaded, list(result.missing_keys), list(result.unexpected_keys), skipped_head)
     log.info("%s: %d tensors from %s; new: %s; unused: %s; head not loaded: %s", name, loaded, path,
              _owners(report.new), _owners(report.unused), _owners(report.skipped_head))
