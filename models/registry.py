@@ -37,27 +37,28 @@ BACKBONES: dict[str, Backbone] = {
 @dataclass(frozen=True)
 class Attention:
     name: str
-    families: tuple[str, ...]
-    summary: str
+    families: tuple[str, ...]  # the backbone families it has a placement for (models/placement.py)
 
 
 # Canonical order inside a name (`resnet18+ga+ela`, `cnn2+ae_conv+eca`): a name lists its
 # attentions in this order, so one model never has two names in a results table.
+_CONV_NETS = ("resnet", "efficientnet")
+_SITES = ("resnet", "cnn")  # a block's output (ResNet) or each conv's (CNN)
 ATTENTIONS: dict[str, Attention] = {
     a.name: a
     for a in [
-        Attention("ga", ("resnet", "efficientnet"), "non-local global self-attention after two early stages"),
-        Attention("la", ("resnet", "efficientnet"), "stand-alone local self-attention replacing the last stage's convs"),
-        Attention("ela", ("resnet", "efficientnet"), "embedded local self-attention: LA in a zero-init residual around the last stage's convs"),
-        Attention("aa", ("resnet",), "attention-augmented convolution replacing every 3x3 conv"),
-        Attention("cbam_spatial", ("resnet", "cnn"), "CBAM's spatial gate alone"),
-        Attention("ae_conv", ("resnet", "cnn"), "convolutional-autoencoder spatial attention"),
-        Attention("ae_linear", ("resnet", "cnn"), "linear-autoencoder spatial attention"),
-        Attention("se", ("resnet", "cnn"), "squeeze-and-excitation"),
-        Attention("cbam", ("resnet", "cnn"), "convolutional block attention module"),
-        Attention("eca", ("resnet", "cnn"), "efficient channel attention"),
-        Attention("ta", ("resnet", "cnn"), "triplet attention"),
-        Attention("gc", ("resnet", "cnn"), "global context block"),
+        Attention("ga", _CONV_NETS),  # non-local global self-attention (paper 002)
+        Attention("la", _CONV_NETS),  # stand-alone local self-attention (paper 002)
+        Attention("ela", _CONV_NETS),  # embedded local self-attention (paper 002)
+        Attention("aa", ("resnet",)),  # attention-augmented convolution (paper 000)
+        Attention("cbam_spatial", _SITES),  # CBAM's spatial gate alone (paper 004)
+        Attention("ae_conv", _SITES),  # convolutional-autoencoder spatial attention (paper 004)
+        Attention("ae_linear", _SITES),  # linear-autoencoder spatial attention (paper 004)
+        Attention("se", _SITES),  # squeeze-and-excitation (papers 000, 001)
+        Attention("cbam", _SITES),  # convolutional block attention module (papers 000, 001, 004)
+        Attention("eca", _SITES),  # efficient channel attention (papers 000, 004)
+        Attention("ta", _SITES),  # triplet attention (paper 000)
+        Attention("gc", _SITES),  # global context block (seed 001)
     ]
 }
 CONV_REPLACING = ("la", "ela", "aa")  # they rewrite the same convolutions: at most one per model

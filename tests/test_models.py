@@ -116,3 +116,15 @@ def test_zero_initialised_outputs_survive_timm_init():
              *(getattr(b, c).proj.weight for b in model.layer4 for c in ("conv1", "conv2"))]
     assert all(torch.count_nonzero(t) == 0 for t in zeros)
     assert isinstance(model.layer4[0].downsample[0], nn.Conv2d)  # the 1x1 shortcut is kept
+
+
+@pytest.mark.parametrize("name,device", [
+    ("resnet18+ae_linear", "cpu"), ("resnet18+cbam_spatial+se", "cpu"), ("resnet18+ga+aa", "cpu"),
+    ("resnet50+ga+ela", "meta"), ("cnn3+ta", "cpu"),
+])
+def test_unregistered_combinations_build_too(name, device):
+    with torch.device(device):
+        model = create(name, num_classes=3, image_size=64)
+        x = torch.randn(2, 3, 64, 64)
+    model(x).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
