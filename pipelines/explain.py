@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnsweep.pipelines.report_data import StudyFolder
+from attnsweep.pipelines.report_data import StudyFolder, StudyFolderError
 
 BATCH = 16
 METHODS = ["Grad-CAM", "GA map", "ViT attention"]
@@ -175,7 +175,11 @@ def explain_study(folder: StudyFolder, into: Path) -> tuple[list[str], str]:
         if v not in dirs:
             continue
         trial = dirs[v][split] if split else dirs[v][min(dirs[v], key=_split_index)]
-        explained, raw_v, names_v = explain_variant(folder, trial, n)
+        try:
+            explained, raw_v, names_v = explain_variant(folder, trial, n)
+        except Exception as e:  # noqa: BLE001 - any failure: name the trial, keep the message one line
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise StudyFolderError(f"{trial}: explanations failed ({msg}); `--no-explain` skips them") from e
         rows += explained
         raw, names = (raw, names) if raw is not None else (raw_v, names_v)
     from attnsweep.pipelines.report_plots import explanation_grid

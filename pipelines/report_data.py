@@ -37,12 +37,11 @@ class StudyFolder:
     def variant_order(self) -> list[str]:
         """Table row order: the study's model list, then the model registry's order, then by name."""
         listed = _study_variants(self.study)
-        try:
-            from attnsweep.models import VARIANTS
-        except ImportError:  # the report must work without the model zoo importable
-            VARIANTS = []
         present = self.results["variant"].unique()
-        known = [v for v in [*listed, *VARIANTS] if v in present]
+        registry: list[str] = []
+        if not set(present) <= set(listed):  # the registry imports torch: only when needed
+            from attnsweep.models import VARIANTS as registry
+        known = [v for v in [*listed, *registry] if v in present]
         return list(dict.fromkeys([*known, *sorted(present)]))
 
 

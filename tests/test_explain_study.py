@@ -5,6 +5,7 @@ Table-4 grid from those checkpoints."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,16 @@ def test_report_draws_the_explanation_grid(study):
     # one split, one run per variant: statistics are undefined, not an error
     comp = (report / "tables" / "comparisons.csv").read_text()
     assert all(v in comp for v in DEMO.variants)
+
+
+def test_a_broken_checkpoint_is_one_line_naming_the_trial(study, tmp_path):
+    broken = tmp_path / "study"
+    shutil.copytree(study, broken, ignore=shutil.ignore_patterns("report"))
+    trial = broken / "trials" / "repeat" / "resnet18" / "resnet18-repeat-0"
+    (trial / "best.pt").write_bytes(b"not a checkpoint")
+    proc = subprocess.run([sys.executable, "-m", "attnsweep.pipelines.cli", "report", str(broken)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith(f"error: {trial}: explanations failed (")
+    assert not (broken / "report").exists() and not list(broken.glob(".report-*"))
