@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import shutil
 import signal
 import tempfile
 from collections.abc import Iterator
@@ -76,6 +77,7 @@ def ray_runtime(study: Study, out: Path) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -128,9 +130,10 @@ def run_study(study: Study, resume: bool = False, console: Console | None = None
     tracking_uri = study.tracking_uri or default_tracking_uri(out)
     recorder = Recorder(study, out, MlflowStore(tracking_uri, study.name, out), class_names)
 
-    with sigterm_as_interrupt():
+    # Ray installs its own SIGTERM handler in ray.init: ours goes on top of it, inside.
+    with ray_runtime(study, out), sigterm_as_interrupt():
         try:
-            with ray_runtime(study, out), Progress(study.name, tune_plan(study), console) as progress:
+            with Progress(study.name, tune_plan(study), console) as progress:
                 for variant in study.variants:
                     if phase_splits(study, "search"):
                         best = run_search(study, out, variant, data_dir, recorder, progress, poll_s)

@@ -78,15 +78,21 @@ def _started_configs(study: Study, out: Path, variant: str, data_dir: Path) -> l
     return found
 
 
-def _search_alg(study: Study, finished: pd.DataFrame, in_flight: list[dict]):
+def _search_alg(study: Study, finished: pd.DataFrame, in_flight: list[dict]) -> tuple[object, dict]:
+    """(search algorithm, Tune param space) proposing the configurations still missing."""
     s = study.search
     if s.algorithm == "grid":
         done = {(r.lr, r.weight_decay) for r in finished.itertuples()}
-        todo = [{"lr": lr, "weight_decay": wd} for lr, wd in itertools.product(s.lr, s.weight_decay)]
-        todo = sorted(todo, key=lambda p: p not in in_flight)  # stable: in-flight first
-        return tune.search.BasicVariantGenerator(points_to_evaluate=[p for p in todo if (p["lr"], p["weight_decay"]) not in done])
+        todo = [{"lr": lr, "weight_decay": wd} for lr, wd in itertools.product(s.lr, s.weight_decay)
+                if (lr, wd) not in done]
+        todo.sort(key=lambda p: p not in in_flight)  # stable: the in-flight ones first
+        # Each point replaces one sample of the space (the grid's own values).
+        space = {"lr": tune.choice(s.lr), "weight_decay": tune.choice(s.weight_decay)}
+        return tune.search.BasicVariantGenerator(points_to_evaluate=todo), space
     import optuna
     from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def dist(space):
         if isinstance(space, LogRange):
@@ -98,7 +104,7 @@ def _search_alg(study: Study, finished: pd.DataFrame, in_flight: list[dict]):
     for r in finished.itertuples():
         searcher.add_evaluated_point({"lr": r.lr, "weight_decay": r.weight_decay},
                                      math.nan if r.score is None else r.score, error=r.score is None)
-    return searcher
+    return searcher, {}
 
 
 def _tuner(study: Study, out: Path, phase: str, variant: str, data_dir: Path, recorder: Recorder, progress,
@@ -117,6 +123,7 @@ def _tuner(study: Study, out: Path, phase: str, variant: str, data_dir: Path, re
             name=f"{phase}-{variant}", storage_path=str(out / "tune"), verbose=0,
             callbacks=[TrackerCallback(recorder, phase, variant, data_dir, progress)],
             failure_config=tune.FailureConfig(max_failures=study.max_failures),
+            checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=1),
         ),
     )
 
@@ -145,8 +152,8 @@ def run_search(study: Study, out: Path, variant: str, data_dir: Path, recorder: 
             scheduler = ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode="max",
                                       max_t=study.train.epochs, grace_period=study.search.asha.grace_period,
                                       reduction_factor=study.search.asha.reduction_factor)
-        search_alg = _search_alg(study, finished, in_flight[:remaining])
-        _tuner(study, out, "search", variant, data_dir, recorder, progress, {}, remaining, search_alg,
+        search_alg, space = _search_alg(study, finished, in_flight[:remaining])
+        _tuner(study, out, "search", variant, data_dir, recorder, progress, space, remaining, search_alg,
                scheduler, poll_s).fit()
     best = best_config(out, variant, len(splits))
     recorder.store.finish_parent(variant, "search", best)

@@ -18,6 +18,7 @@ from attnsweep.pipelines.mlflow_store import MlflowStore
 from attnsweep.pipelines.plan import Trial, tune_trials
 from attnsweep.pipelines.result_rows import epoch_rows, read_epochs, result_rows
 from attnsweep.pipelines.study import Study
+from attnsweep.pipelines.trainer import CHECKPOINT
 from attnsweep.pipelines.tune_trainable import final_result
 
 log = logging.getLogger(__name__)
@@ -76,10 +77,13 @@ class Recorder:
             epoch_rows(trial.ref, config, epochs))
 
     def record_finished(self, trial: Trial) -> bool:
-        """Record a trial whose trainer finished (e.g. while the driver was down) -> whether it was."""
+        """Record a trial whose trainer finished (e.g. while the driver was down) -> whether it was.
+        Its `checkpoint.pt` (the resume state, twice the size of the weights) goes: a finished
+        trial is never resumed; `best.pt` stays for the explanations."""
         result = final_result(trial.ref.dir)
         if result is not None:
             self.record(trial, result)
+            (trial.ref.dir / CHECKPOINT).unlink(missing_ok=True)
         return result is not None
 
     def close(self, trial: Trial, status: str, error: str | None = None) -> None:
@@ -100,6 +104,12 @@ class TrackerCallback(tune.Callback):
         self.recorder, self.phase, self.variant, self.data_dir = recorder, phase, variant, data_dir
         self.progress = progress
         self._trials: dict[str, list[Trial]] = {}
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its callbacks into the experiment folder for `Tuner.restore`, which a study
+        # never uses (it resumes from its recorded rows); the MLflow client and the live view
+        # cannot be pickled, so only the labels go there.
+        return {"phase": self.phase, "variant": self.variant}
 
     def trials_of(self, tune_trial) -> list[Trial]:
         key = tune_trial.trial_id

@@ -115,6 +115,14 @@ class SplitsTrainable(tune.Trainable):
         report["score"] = DIVERGED_SCORE if diverged else config_score(finished)
         return report
 
+    def save_checkpoint(self, checkpoint_dir: str) -> dict:
+        # The training state is in the trial folders; Tune only keeps how far the relay got, so a
+        # retried trial goes on with the next epoch instead of relaying the earlier ones again.
+        return {"epoch": self.epoch}
+
+    def load_checkpoint(self, checkpoint: dict) -> None:
+        self.epoch = checkpoint["epoch"]
+
     def cleanup(self) -> None:
         """Tune stopped (or finished) the trial: cancel the jobs of splits without a final result."""
         for t in self.trials:
