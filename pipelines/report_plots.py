@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # headless: the report runs on cluster nodes without a display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -66,8 +67,10 @@ def distribution_plot(results: pd.DataFrame, comp: pd.DataFrame, metric: str, da
 
 
 def _is_grid(land: pd.DataFrame) -> bool:
+    """A grid search fills (nearly) every lr x wd cell; sampled values (TPE) leave most empty."""
     n_lr, n_wd = land["lr"].nunique(), land["weight_decay"].nunique()
-    return n_lr <= 8 and n_wd <= 8 and len(land[["lr", "weight_decay"]].drop_duplicates()) * 2 >= n_lr * n_wd
+    filled = len(land[["lr", "weight_decay"]].drop_duplicates())
+    return n_lr <= 8 and n_wd <= 8 and filled >= 0.75 * n_lr * n_wd
 
 
 def landscape_plot(landscape: pd.DataFrame, dataset: str, order: list[str], path: Path) -> Path:
@@ -98,6 +101,12 @@ def landscape_plot(landscape: pd.DataFrame, dataset: str, order: list[str], path
             im = ax.scatter(lv["lr"], lv["weight_decay"], c=100 * lv["val_balanced_accuracy"],
                             cmap="viridis", vmin=vmin, vmax=vmax, s=40)
             ax.set_xscale("log")
+            lo, hi = lv["lr"].min() / 1.5, lv["lr"].max() * 1.5
+            ax.set_xlim(lo, hi)
+            ticks = np.geomspace(lo, hi, 4)  # log ticks of a sub-decade range would crowd
+            ax.set_xticks(ticks, [f"{t:.2g}" for t in ticks])
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            ax.tick_params(labelsize=7)
             ax.set_yscale("symlog", linthresh=max(lv["weight_decay"][lv["weight_decay"] > 0].min()
                                                   if (lv["weight_decay"] > 0).any() else 1e-6, 1e-8))
         ax.set_title(v, fontsize=9)
@@ -121,6 +130,7 @@ def curves_plot(epochs: pd.DataFrame, results: pd.DataFrame, dataset: str, order
     for v in order:
         if v in mean.index.get_level_values(0):
             ax.plot(mean[v].index, mean[v].to_numpy(), marker="o", ms=3, label=v)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("val balanced accuracy (%)")
     ax.set_title(f"{dataset}: validation curves (mean over repeat splits)", fontsize=10)
