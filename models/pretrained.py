@@ -91,7 +91,8 @@ def load_pretrained(model: nn.Module, name: str, backbone: Backbone, pretrained:
     # an attention replaces a few convolutions; a file most of whose tensors have no place is another model's
     if loaded <= len(result.unexpected_keys):
         raise ValueError(f"{path}: only {loaded} of its {len(state)} tensors fit {name} (weights of another architecture?)")
-    report = LoadReport(str(path), loaded, list(result.missing_keys), list(result.unexpected_keys), skipped_head)
+    new = [k for k in result.missing_keys if k not in skipped_head]
+    report = LoadReport(str(path), loaded, new, list(result.unexpected_keys), skipped_head)
     log.info("%s: %d tensors from %s; new: %s; unused: %s; head not loaded: %s", name, loaded, path,
              _owners(report.new), _owners(report.unused), _owners(report.skipped_head))
     return report
