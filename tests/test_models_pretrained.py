@@ -91,6 +91,7 @@ def test_head_of_another_class_count_is_skipped(tmp_path):
     random_weights("resnet18", 1000, path)
     model = create("resnet18+se", 5, pretrained=str(path))
     assert sorted(model.pretrained_report.skipped_head) == ["fc.bias", "fc.weight"]
+    assert not any(k.startswith("fc.") for k in model.pretrained_report.new)
     assert model.fc.out_features == 5
 
 
