@@ -40,7 +40,8 @@ def weights_path(backbone: Backbone, pretrained: str) -> Path:
     tag = backbone.pretrained.get(pretrained)
     if tag is None:
         known = ", ".join(backbone.pretrained) or "none"
-        raise ValueError(f"no {pretrained} weights are defined for {backbone.name} (defined: {known}); pass a file path")
+        raise ValueError(
+            f"no {pretrained} weights are defined for {backbone.name} (defined: {known}); pass a file path")
     repo_id = timm.models.get_pretrained_cfg(f"{backbone.name}.{tag}").hf_hub_id
     for filename in _HUB_FILES:
         cached = try_to_load_from_cache(repo_id, filename)
@@ -90,7 +91,8 @@ def load_pretrained(model: nn.Module, name: str, backbone: Backbone, pretrained:
     loaded = len(state) - len(result.unexpected_keys)
     # an attention replaces a few convolutions; a file most of whose tensors have no place is another model's
     if loaded <= len(result.unexpected_keys):
-        raise ValueError(f"{path}: only {loaded} of its {len(state)} tensors fit {name} (weights of another architecture?)")
+        raise ValueError(
+            f"{path}: only {loaded} of its {len(state)} tensors fit {name} (weights of another architecture?)")
     new = [k for k in result.missing_keys if k not in skipped_head]
     report = LoadReport(str(path), loaded, new, list(result.unexpected_keys), skipped_head)
     log.info("%s: %d tensors from %s; new: %s; unused: %s; head not loaded: %s", name, loaded, path,

@@ -116,5 +116,6 @@ def parse_name(name: str) -> tuple[str, list[str]]:
     order = list(ATTENTIONS)
     canonical = sorted(attention, key=order.index)
     if attention != canonical:
-        raise ValueError(f"model {name!r}: write it as {'+'.join([backbone, *canonical])!r} (attentions in registry order)")
+        spelled = "+".join([backbone, *canonical])
+        raise ValueError(f"model {name!r}: write it as {spelled!r} (attentions in registry order)")
     return backbone, attention

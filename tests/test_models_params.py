@@ -11,8 +11,10 @@ P002 = [  # paper 002, Table 1: 3 classes (nevus, melanoma, other), 224 px; the 
     ("efficientnet_b0+ga+la", 3.48), ("efficientnet_b0+ela", 4.30), ("efficientnet_b0+ga+ela", 4.30),
 ]
 P000_I = [  # paper 000, Table I: HAM10000, 7 classes, 224 px; the AA rows excluded (not binding)
-    ("resnet34", 21.28), ("resnet34+se", 21.45), ("resnet34+cbam", 21.45), ("resnet34+eca", 21.28), ("resnet34+ta", 21.29),
-    ("resnet50", 23.52), ("resnet50+se", 26.05), ("resnet50+cbam", 26.05), ("resnet50+eca", 23.52), ("resnet50+ta", 23.52),
+    ("resnet34", 21.28), ("resnet34+se", 21.45), ("resnet34+cbam", 21.45), ("resnet34+eca", 21.28),
+    ("resnet34+ta", 21.29),
+    ("resnet50", 23.52), ("resnet50+se", 26.05), ("resnet50+cbam", 26.05), ("resnet50+eca", 23.52),
+    ("resnet50+ta", 23.52),
     ("resnet101", 42.50), ("resnet101+se", 47.29), ("resnet101+cbam", 47.29), ("resnet101+eca", 42.51),
     ("resnet101+ta", 42.52),
 ]
