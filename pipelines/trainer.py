@@ -51,6 +51,8 @@ def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
         return finished
     hosts = distributed.gather(d.host)
     split = _load_split(cfg, trial_dir, d)
+    if split.image_size != cfg.image_size:
+        raise TrialConfigError(f"image_size: {cfg.image_size}, but the data dir holds {split.image_size} px images")
     num_classes = len(split.class_names)
     amp_dtype = _AMP_DTYPES[cfg.precision]
     if amp_dtype is torch.float16 and d.device.type != "cuda":
@@ -93,6 +95,7 @@ def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)  # augmentation drawn from (seed, epoch, image)
         loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=sampler, drop_last=True,
                             num_workers=cfg.num_workers, pin_memory=d.device.type == "cuda",
                             generator=_generator(cfg.seed, epoch, d.rank))

@@ -1,0 +1,76 @@
+"""The `local` executor: real submitit jobs on this machine. A 2-process DDP trial (gloo), whose
+gathered evaluation equals a single process's; a job killed mid-trial and submitted again resumes
+after its last finished epoch and ends with exactly the numbers of an uninterrupted run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from trainer_setup import comparable, data_dir, read_lines, trial_config, wait_for_epoch  # noqa: F401
+
+from attnsweep.data import load_split, make_dataset
+from attnsweep.models import create
+from attnsweep.pipelines import checkpoint
+from attnsweep.pipelines.distributed import Dist
+from attnsweep.pipelines.executors import ExecutorSpec, attach, job_ids, submit
+from attnsweep.pipelines.trainer import BEST, RESULT, evaluate, train
+from attnsweep.pipelines.trial_config import TrialConfigError
+
+LOCAL2 = ExecutorSpec(kind="local", workers=2, slurm={"timeout_min": 10})
+
+
+def test_two_rank_ddp_trial_and_exact_gathered_metrics(data_dir, tmp_path):  # noqa: F811
+    import torch
+
+    cfg = trial_config(data_dir, epochs=2)
+    job = submit(cfg, tmp_path, LOCAL2)
+    assert job_ids(tmp_path) == [job.job_id]
+    assert job.exception() is None, job.exception()
+    result = json.loads((tmp_path / RESULT).read_text())
+    assert result["status"] == "ok" and result["world_size"] == 2 and len(result["hosts"]) == 2
+    assert [line["epoch"] for line in read_lines(tmp_path)] == [1, 2]
+
+    # The selected weights evaluated by one process: the same metrics as the 2 ranks gathered.
+    split = load_split(data_dir, cfg.split)
+    model = create(cfg.model, len(split.class_names), image_size=cfg.image_size)
+    model.load_state_dict(checkpoint.load(tmp_path / BEST))
+    one = Dist(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), host="127.0.0.1")
+    for name, metrics in result["metrics"].items():
+        ds = make_dataset(split.sets[name], "none", split.mean, split.std, train=False, seed=cfg.seed)
+        single = evaluate(model, ds, one, cfg.batch_size // 2, None, torch.preserve_format, 3)
+        for k in ("confusion_matrix", "n_samples", "accuracy", "balanced_accuracy", "per_class_recall"):
+            assert metrics[k] == single[k], (name, k)
+        assert metrics["loss"] == pytest.approx(single["loss"], rel=1e-6)
+        assert metrics["auc_roc"] == pytest.approx(single["auc_roc"], rel=1e-6)
+
+
+def test_killed_job_resubmitted_resumes_after_last_epoch(data_dir, tmp_path):  # noqa: F811
+    cfg = trial_config(data_dir, epochs=6)
+    reference = train(cfg, tmp_path / "reference")
+    one = ExecutorSpec(kind="local", workers=1, slurm={"timeout_min": 10})
+
+    first = submit(cfg, tmp_path / "trial", one)
+    wait_for_epoch(tmp_path / "trial", 2, first)
+    assert attach(tmp_path / "trial", one) is None  # another driver cannot hold a local job: it stops it
+    assert first.state != "RUNNING"
+    killed_after = len(read_lines(tmp_path / "trial"))
+    assert 2 <= killed_after < 6, "the kill came too late to test a resume"
+
+    second = submit(cfg, tmp_path / "trial", one)
+    assert second.exception() is None, second.exception()
+    lines = read_lines(tmp_path / "trial")
+    assert [line["epoch"] for line in lines] == [1, 2, 3, 4, 5, 6]
+    assert {line["job_id"] for line in lines[:killed_after]} == {first.job_id}
+    assert {line["job_id"] for line in lines[killed_after:]} == {second.job_id}
+    # Model, optimizer, scheduler and random states were restored: the numbers are unchanged.
+    assert comparable(lines) == comparable(read_lines(tmp_path / "reference"))
+    assert json.loads((tmp_path / "trial" / RESULT).read_text())["metrics"] == reference["metrics"]
+    assert job_ids(tmp_path / "trial") == [first.job_id, second.job_id]
+
+
+def test_bad_batch_for_the_world_size_fails_before_submission(data_dir, tmp_path):  # noqa: F811
+    with pytest.raises(TrialConfigError, match=r"^batch_size: 1 is smaller than the world size 2$"):
+        submit(trial_config(data_dir, batch_size=1), tmp_path, LOCAL2)
+    with pytest.raises(TrialConfigError, match=r"^batch_size: 15 is not divisible by the world size 2$"):
+        submit(trial_config(data_dir, batch_size=15), tmp_path, LOCAL2)
+    assert not any(tmp_path.iterdir())

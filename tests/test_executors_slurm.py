@@ -1,0 +1,130 @@
+"""The `slurm` executor on the real local SLURM test cluster (slurm/testcluster/): a trial job, a
+2-node DDP job with its ranks on different nodes, scancel then resubmit, and submitit's requeue on
+the preemption signal and on the time limit."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import submitit
+from trainer_setup import data_dir, read_lines, trial_config, wait_for_epoch  # noqa: F401
+
+from attnsweep.pipelines.executors import JOBS, ExecutorSpec, attach, job_ids, submit
+from attnsweep.pipelines.trainer import BEST, CHECKPOINT, CONFIG, METRICS, RESULT
+
+pytestmark = pytest.mark.slurm
+EPOCHS_OVER_45_S = 50  # epochs of about 1 s each (more on a loaded machine)
+
+
+def _use(cluster, monkeypatch):
+    for key, value in cluster.env.items():  # submitit runs sbatch/sacct/scancel with os.environ
+        monkeypatch.setenv(key, value)
+    # submitit caches job states by job id, process-wide; each test cluster numbers from 1 again
+    submitit.SlurmJob.watcher.clear()
+
+
+def _slurm(cluster, **resources) -> ExecutorSpec:
+    return ExecutorSpec(kind="slurm", slurm={"partition": cluster.partition, "timeout_min": 10, **resources})
+
+
+def _wait_until_gone(cluster, job_id: str, timeout_s: float = 60) -> None:
+    """Until the job has left the queue, i.e. its processes ended (a cancelled job is CANCELLED in
+    sacct at once, but its steps live on until SIGKILL)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not cluster.run("squeue", "-h", "-j", job_id, "-o", "%T").stdout.strip():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} still in the queue after {timeout_s} s")
+
+
+def _finish_with_requeues(cluster, job, timeout_s: float = 240) -> None:
+    """Wait for the job to end. SLURM holds a requeued job for 120 s (BeginTime); start it at once
+    as an admin would, so the test is not 2 minutes per requeue."""
+    deadline = time.monotonic() + timeout_s
+    while not job.done() and time.monotonic() < deadline:
+        if cluster.run("squeue", "-h", "-j", job.job_id, "-o", "%r").stdout.strip() == "BeginTime":
+            cluster.run("scontrol", "update", f"JobId={job.job_id}", "StartTime=now")
+        time.sleep(0.5)
+    assert job.exception() is None, job.exception()
+
+
+def _runs(cluster, job_id: str) -> int:
+    """How many times the job started (a requeued job has one sacct record per run)."""
+    out = cluster.run("sacct", "-n", "-X", "--duplicates", "-j", job_id, "-o", "JobID").stdout
+    return len(out.split())
+
+
+def test_trial_job_writes_its_folder(slurm_cluster, monkeypatch, data_dir, tmp_path):  # noqa: F811
+    _use(slurm_cluster, monkeypatch)
+    spec = _slurm(slurm_cluster)
+    job = submit(trial_config(data_dir, epochs=2), tmp_path, spec)
+    assert job_ids(tmp_path) == [job.job_id]
+    assert job.exception() is None, job.exception()
+    for name in (CONFIG, METRICS, CHECKPOINT, BEST, RESULT, JOBS):
+        assert (tmp_path / name).is_file(), name
+    assert (tmp_path / "submitit" / f"{job.job_id}_0_log.out").is_file()
+    result = json.loads((tmp_path / RESULT).read_text())
+    assert result["status"] == "ok" and result["epochs_run"] == 2 and result["world_size"] == 1
+    _wait_until_gone(slurm_cluster, job.job_id)
+    assert job.watcher.get_state(job.job_id, mode="force") == "COMPLETED"
+    assert attach(tmp_path, spec) is None  # finished: nothing to re-attach to
+
+
+def test_two_node_trial_has_ranks_on_both_nodes(slurm_cluster_2nodes, monkeypatch, data_dir, tmp_path):  # noqa: F811
+    cluster = slurm_cluster_2nodes
+    _use(cluster, monkeypatch)
+    job = submit(trial_config(data_dir, epochs=1), tmp_path, _slurm(cluster, nodes=2, tasks_per_node=1))
+    assert job.exception() is None, job.exception()
+    result = json.loads((tmp_path / RESULT).read_text())
+    assert result["status"] == "ok" and result["world_size"] == 2
+    assert sorted(result["hosts"]) == sorted(cluster.node_addrs.values())  # rank 0 and 1 on different nodes
+
+
+def test_scancel_then_resubmit_resumes_after_the_last_finished_epoch(slurm_cluster, monkeypatch, data_dir,  # noqa: F811
+                                                                     tmp_path):
+    _use(slurm_cluster, monkeypatch)
+    # submitit ignores SIGTERM, so a cancelled job trains on for KillWait (5 s) before SIGKILL
+    spec, cfg = _slurm(slurm_cluster), trial_config(data_dir, epochs=12)
+    first = submit(cfg, tmp_path, spec)
+    wait_for_epoch(tmp_path, 2, first)
+    assert attach(tmp_path, spec).job_id == first.job_id  # still running: a driver can re-attach
+    first.cancel()
+    _wait_until_gone(slurm_cluster, first.job_id)
+    assert first.watcher.get_state(first.job_id, mode="force").startswith("CANCELLED")
+    k = len(read_lines(tmp_path))
+    assert 2 <= k < 12, "the cancel came too late to test a resume"
+
+    second = submit(cfg, tmp_path, spec)
+    assert second.exception() is None, second.exception()
+    lines = read_lines(tmp_path)
+    assert [line["epoch"] for line in lines] == list(range(1, 13))  # none repeated, none missing
+    assert [line["job_id"] for line in lines] == [first.job_id] * k + [second.job_id] * (12 - k)
+    assert job_ids(tmp_path) == [first.job_id, second.job_id]
+
+
+def test_preempted_job_is_requeued_and_finishes(slurm_cluster, monkeypatch, data_dir, tmp_path):  # noqa: F811
+    _use(slurm_cluster, monkeypatch)
+    job = submit(trial_config(data_dir, epochs=5), tmp_path, _slurm(slurm_cluster))
+    wait_for_epoch(tmp_path, 1, job)
+    job._interrupt()  # what a preempting scheduler sends: SIGTERM, then submitit's USR2
+    _finish_with_requeues(slurm_cluster, job)
+    assert _runs(slurm_cluster, job.job_id) >= 2
+    assert [line["epoch"] for line in read_lines(tmp_path)] == [1, 2, 3, 4, 5]
+    assert json.loads((tmp_path / RESULT).read_text())["status"] == "ok"
+    assert job_ids(tmp_path) == [job.job_id]  # requeued under the same id
+
+
+def test_job_at_its_time_limit_is_requeued_and_finishes(slurm_cluster, monkeypatch, data_dir, tmp_path):  # noqa: F811
+    _use(slurm_cluster, monkeypatch)
+    # SLURM sends the signal at its first periodic check (every 30 s) that is at most 60 s before
+    # `time - signal_delay`: here 15..45 s into each run. The trial needs more, so it finishes only
+    # through requeues that resume from the checkpoint.
+    spec = _slurm(slurm_cluster, timeout_min=2, signal_delay_s=45, max_requeues=10)
+    job = submit(trial_config(data_dir, epochs=EPOCHS_OVER_45_S), tmp_path, spec)
+    _finish_with_requeues(slurm_cluster, job, timeout_s=400)
+    assert _runs(slurm_cluster, job.job_id) >= 2
+    lines = read_lines(tmp_path)
+    assert [line["epoch"] for line in lines] == list(range(1, EPOCHS_OVER_45_S + 1))
+    assert json.loads((tmp_path / RESULT).read_text())["status"] == "ok"

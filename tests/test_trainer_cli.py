@@ -1,0 +1,41 @@
+"""`attnsweep train`: one trial end to end (prints its result.json), and bad trial configs that
+fail before anything is submitted, with one line naming the field and a non-zero exit."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from attnsweep.pipelines.cli import app
+
+TINY = ["--model", "cnn2", "--dataset", "synthderm", "--dataset-option", "n=160", "--image-size", "32",
+        "--epochs", "1", "--batch-size", "16", "--split", "0"]
+
+
+def test_train_prints_the_result_path(tmp_path):
+    res = CliRunner().invoke(app, ["train", *TINY, "--lr", "0.05", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    path = Path(res.stdout.strip().splitlines()[-1])
+    result = json.loads(path.read_text())
+    assert path.is_relative_to(tmp_path / "trials" / "train" / "cnn2")
+    assert result["status"] == "ok" and result["world_size"] == 1 and result["best_epoch"] == 1
+    assert set(result["metrics"]) == {"val", "test"}
+    assert len(json.loads((path.parent / "jobs.json").read_text())) == 1
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--model", "resnet18+nosuchattention"], "model"),
+    (["--dataset", "ham10000:/no/such/folder"], "dataset.root"),
+    (["--executor", "local", "--workers", "2", "--batch-size", "1"], "batch_size"),
+    (["--lr", "-1"], "lr"),
+    (["--milestones", "0.9,0.3"], "milestones"),
+    (["--sbatch", "exclusive"], "--sbatch"),
+])
+def test_bad_config_fails_before_submission_with_one_line(tmp_path, args, field):
+    res = CliRunner().invoke(app, ["train", *TINY, *args, "--out", str(tmp_path)])
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and field in lines[0], res.stderr
+    assert not (tmp_path / "trials").exists()  # nothing was submitted
