@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from attnsweep.pipelines import cli_data, cli_models, cli_report, cli_run
+from attnsweep.pipelines import cli_data, cli_models, cli_report, cli_run, cli_train
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -17,6 +17,7 @@ app.command("models")(cli_models.models)
 app.command("report")(cli_report.report)
 app.command("run")(cli_run.run)
 app.command("export")(cli_run.export)
+app.command("train")(cli_train.train)
 app.add_typer(cli_data.app, name="data")
 
 

@@ -4,6 +4,7 @@ the preemption signal and on the time limit."""
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import pytest
@@ -11,10 +12,9 @@ import submitit
 from trainer_setup import data_dir, read_lines, trial_config, wait_for_epoch  # noqa: F401
 
 from attnsweep.pipelines.executors import JOBS, ExecutorSpec, attach, job_ids, submit
-from attnsweep.pipelines.trainer import BEST, CHECKPOINT, CONFIG, METRICS, RESULT
+from attnsweep.pipelines.trainer import BEST, CHECKPOINT, CONFIG, METRICS, RESULT, train
 
 pytestmark = pytest.mark.slurm
-EPOCHS_OVER_45_S = 50  # epochs of about 1 s each (more on a loaded machine)
 
 
 def _use(cluster, monkeypatch):
@@ -86,7 +86,7 @@ def test_scancel_then_resubmit_resumes_after_the_last_finished_epoch(slurm_clust
                                                                      tmp_path):
     _use(slurm_cluster, monkeypatch)
     # submitit ignores SIGTERM, so a cancelled job trains on for KillWait (5 s) before SIGKILL
-    spec, cfg = _slurm(slurm_cluster), trial_config(data_dir, epochs=12)
+    spec, cfg = _slurm(slurm_cluster), trial_config(data_dir, epochs=20)
     first = submit(cfg, tmp_path, spec)
     wait_for_epoch(tmp_path, 2, first)
     assert attach(tmp_path, spec).job_id == first.job_id  # still running: a driver can re-attach
@@ -94,13 +94,13 @@ def test_scancel_then_resubmit_resumes_after_the_last_finished_epoch(slurm_clust
     _wait_until_gone(slurm_cluster, first.job_id)
     assert first.watcher.get_state(first.job_id, mode="force").startswith("CANCELLED")
     k = len(read_lines(tmp_path))
-    assert 2 <= k < 12, "the cancel came too late to test a resume"
+    assert 2 <= k < 20, "the cancel came too late to test a resume"
 
     second = submit(cfg, tmp_path, spec)
     assert second.exception() is None, second.exception()
     lines = read_lines(tmp_path)
-    assert [line["epoch"] for line in lines] == list(range(1, 13))  # none repeated, none missing
-    assert [line["job_id"] for line in lines] == [first.job_id] * k + [second.job_id] * (12 - k)
+    assert [line["epoch"] for line in lines] == list(range(1, 21))  # none repeated, none missing
+    assert [line["job_id"] for line in lines] == [first.job_id] * k + [second.job_id] * (20 - k)
     assert job_ids(tmp_path) == [first.job_id, second.job_id]
 
 
@@ -119,12 +119,13 @@ def test_preempted_job_is_requeued_and_finishes(slurm_cluster, monkeypatch, data
 def test_job_at_its_time_limit_is_requeued_and_finishes(slurm_cluster, monkeypatch, data_dir, tmp_path):  # noqa: F811
     _use(slurm_cluster, monkeypatch)
     # SLURM sends the signal at its first periodic check (every 30 s) that is at most 60 s before
-    # `time - signal_delay`: here 15..45 s into each run. The trial needs more, so it finishes only
-    # through requeues that resume from the checkpoint.
-    spec = _slurm(slurm_cluster, timeout_min=2, signal_delay_s=45, max_requeues=10)
-    job = submit(trial_config(data_dir, epochs=EPOCHS_OVER_45_S), tmp_path, spec)
+    # `time - signal_delay`: with 2 min and 45 s, 15..45 s into each run. A trial of about 70 s
+    # (measured here, as fast as the job: both use 2 threads) finishes only through requeues.
+    probe = train(trial_config(data_dir, epochs=2), tmp_path / "probe")
+    epochs = math.ceil(70 * probe["epochs_run"] / probe["train_seconds"])
+    spec = _slurm(slurm_cluster, timeout_min=2, signal_delay_s=45, max_requeues=10, cpus_per_task=2)
+    job = submit(trial_config(data_dir, epochs=epochs), tmp_path / "trial", spec)
     _finish_with_requeues(slurm_cluster, job, timeout_s=400)
     assert _runs(slurm_cluster, job.job_id) >= 2
-    lines = read_lines(tmp_path)
-    assert [line["epoch"] for line in lines] == list(range(1, EPOCHS_OVER_45_S + 1))
-    assert json.loads((tmp_path / RESULT).read_text())["status"] == "ok"
+    assert [line["epoch"] for line in read_lines(tmp_path / "trial")] == list(range(1, epochs + 1))
+    assert json.loads((tmp_path / "trial" / RESULT).read_text())["status"] == "ok"
