@@ -5,8 +5,9 @@ report never leaves a half-written one."""
 from __future__ import annotations
 
 import math
+import re
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
 
 import jinja2
@@ -32,6 +33,8 @@ _ENV = jinja2.Environment(
 
 
 def _fmt(v) -> str:
+    if v is None or v is pd.NA:
+        return "–"
     if isinstance(v, bool):
         return "yes" if v else ""
     if isinstance(v, float):
@@ -97,6 +100,18 @@ def _results_context(folder: StudyFolder, comp: pd.DataFrame, order: list[str]) 
     return out
 
 
+def _slug(name: str) -> str:
+    """A dataset label as a file-name part."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _scratch(out: Path, prefix: str) -> Path:
+    # not tempfile.mkdtemp: its 0700 mode would make the report unreadable to the user's group
+    path = out / f"{prefix}{uuid.uuid4().hex[:12]}"
+    path.mkdir()
+    return path
+
+
 def _figures(folder: StudyFolder, tables: dict[str, pd.DataFrame], into: Path) -> dict[str, list[str]]:
     r, order, comp = folder.results, folder.variant_order, tables["comparisons"]
     base = baselines(folder)
@@ -106,16 +121,16 @@ def _figures(folder: StudyFolder, tables: dict[str, pd.DataFrame], into: Path) -
     for metric in folder.settings.metrics:
         for d in datasets:
             if usable.loc[usable["dataset"] == d, metric].notna().any():
-                name = f"distribution_{metric}_{d}.png"
+                name = f"distribution_{metric}_{_slug(d)}.png"
                 report_plots.distribution_plot(r, comp, metric, d, order, base, into / name)
                 figs["distribution_figures"].append(name)
     land = tables["search_landscape"]
     for d in datasets:
         if (land["dataset"] == d).any():
-            name = f"landscape_{d}.png"
+            name = f"landscape_{_slug(d)}.png"
             report_plots.landscape_plot(land, d, order, into / name)
             figs["landscape_figures"].append(name)
-        name = f"curves_{d}.png"
+        name = f"curves_{_slug(d)}.png"
         if report_plots.curves_plot(folder.epochs, r, d, order, into / name):
             figs["curve_figures"].append(name)
     return figs
@@ -162,14 +177,14 @@ def build_report(out: Path | str, explain: bool = True) -> Path:
     """Build `<out>/report/` from the study folder; returns its path."""
     out = Path(out)
     folder = load(out)
-    tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    tmp = _scratch(out, ".report-")
     try:
         tables = build_tables(folder)
         write_tables(tables, tmp / "tables")
         render(folder, tables, tmp, explain)
         final = out / "report"
         if final.exists():  # swap: the old report stays whole until the new one is complete
-            old = Path(tempfile.mkdtemp(prefix=".report-old-", dir=out))
+            old = _scratch(out, ".report-old-")
             final.rename(old / "report")
             tmp.rename(final)
             shutil.rmtree(old)
