@@ -38,6 +38,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 CLASSES = ("nevus", "melanoma", "other")
 TDS_THRESHOLD = 4.95
@@ -129,8 +130,9 @@ def _draw_block(seed: int, ood: bool, block: int, bias_strength: float, label_no
     g["_blotch"] = rng().normal(0, 1, (n, EXTRA_COLORS, GRID, GRID))
     g["_blotch_pick"] = np.argsort(rng().uniform(0, 1, (n, EXTRA_COLORS)), axis=1)
     g["_tex_angle"] = rng().uniform(0, math.pi, n)
-    g["_tex_period"] = rng().uniform(0.08, 0.11, n)  # in units of the lesion radius x 2
-    g["_tex_contrast"] = rng().uniform(0.55, 0.9, n)
+    # lattice period in lesion diameters: coarse enough to survive 32 px (globules > network mesh)
+    g["_tex_period"] = np.where(p["structure"] == "dots", rng().uniform(0.27, 0.34, n), rng().uniform(0.15, 0.2, n))
+    g["_tex_contrast"] = rng().uniform(0.65, 1.0, n)
     g["_tex_warp"] = rng().normal(0, 1, (n, 3, GRID, GRID))
     g["_skin_noise"] = rng().normal(0, 1, (n, GRID, GRID))
     g["_hair"] = rng().uniform(0, 1, (n, MAX_HAIRS, 4))  # point x, y, angle, curvature
@@ -197,16 +199,48 @@ def _blur(img: np.ndarray, sigma: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def _blend(img: np.ndarray, idx: np.ndarray, w: np.ndarray, colour: np.ndarray) -> None:
+    """In place: images `idx` of `img` [B, S, S, 3] <- blend towards `colour` with weight `w` [k, S, S]."""
+    w = w[..., None]
+    img[idx] = img[idx] * (1 - w) + colour * w
+
+
+def _structure(p: dict, idx: np.ndarray, dx: np.ndarray, dy: np.ndarray, depth: np.ndarray,
+               m: np.ndarray, dots: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Darkening and whitening weights [k, S, S] of a lattice in rotated coordinates, warped and
+    thinned by `irregularity`: a mesh (pigment network) or globules with milia-like cysts (dots)."""
+    f32 = np.float32
+    k = len(idx)
+    col = lambda v: np.asarray(v, f32).reshape(k, 1, 1)  # noqa: E731
+    period = col(p["_tex_period"][idx] * p["_radius"][idx] * 2) / f32(2 * math.pi)
+    ang, irr = col(p["_tex_angle"][idx]), col(p["irregularity"][idx])
+    warp = _smooth(p["_tex_warp"][idx], m)  # [k, 3, S, S]
+    ca, sa = np.cos(ang), np.sin(ang)
+    u = (ca * dx + sa * dy) / period + 2.2 * irr * warp[:, 0]
+    v = (ca * dy - sa * dx) / period + 2.2 * irr * warp[:, 1]
+    su, sv = np.sin(u / 2) ** 2, np.sin(v / 2) ** 2
+    width = 0.10 * (1 + 0.9 * irr * np.tanh(warp[:, 2]))
+    strength = col(p["_tex_contrast"][idx]) * np.clip(depth * 4, 0, 1)
+    if not dots:
+        return np.exp(-np.minimum(su, sv) / width) * strength, np.zeros_like(su)
+    keep = 1 / (1 + np.exp(-4 * (warp[:, 2] + 1.2 - 1.8 * irr)))  # irregular: globules drop out
+    globule = np.exp(-(su + sv) / (2.5 * width))
+    cyst = np.exp(-((1 - su) + (1 - sv)) / (2.5 * width))  # cos^2 = 1 - sin^2: the cell centres
+    return globule * keep * strength, cyst * keep * strength
+
+
 def _render(p: dict, size: int) -> np.ndarray:
-    """float32 [B, S, S, 3] in 0..1 for the parameters `p` (a chunk)."""
+    """float32 [B, S, S, 3] in 0..1 for the parameters `p` (a chunk). Layers that only some images
+    have (blotches, structures, patch, hairs, ruler, vignette, blur) are computed for those only."""
     b = len(p["asymmetry"])
     f32 = np.float32
     m = _upsample_matrix(size)
     c = ((np.arange(size, dtype=f32) + 0.5) / size) * 2 - 1
     X, Y = c[None, None, :], c[None, :, None]
+    px = f32(size / 2.0)  # pixels per unit: edges are anti-aliased over one pixel
 
-    def col(v):  # per-image scalar -> broadcastable [B, 1, 1]
-        return np.asarray(v, f32).reshape(b, 1, 1)
+    def col(v, idx=slice(None)):  # per-image scalars -> broadcastable [k, 1, 1]
+        return np.asarray(v, f32)[idx].reshape(-1, 1, 1)
 
     # skin
     tone = col(p["skin_tone"])[..., None]
@@ -216,93 +250,86 @@ def _render(p: dict, size: int) -> np.ndarray:
     # lesion outline: r(theta) = R (1 + ellipse + asymmetry harmonics + border harmonics)
     dx, dy = X - col(p["_cx"]), Y - col(p["_cy"])
     rho = np.sqrt(dx * dx + dy * dy) + f32(1e-6)
-    z = (dx + 1j * dy).astype(np.complex64) / rho  # e^{i theta}
-    ph = p["_phase"].astype(f32)
+    z = (dx + 1j * dy).astype(np.complex64) / rho  # e^{i theta}; cos(k theta + phi) = Re(z^k e^{i phi})
+    rot = np.exp(1j * p["_phase"]).astype(np.complex64)
 
-    def harmonic(k_pow: np.ndarray, j: int) -> np.ndarray:  # cos(k theta + phase_j)
-        return np.real(k_pow * np.exp(1j * ph[:, j]).astype(np.complex64).reshape(b, 1, 1))
+    def harmonic(zk: np.ndarray, j: int) -> np.ndarray:
+        return np.real(zk * rot[:, j].reshape(b, 1, 1))
 
     z2 = z * z
     z3 = z2 * z
     shape = 1 + col(p["_ellipse"]) * harmonic(z2, 0)
-    shape += col(p["asymmetry"]) * (0.30 * harmonic(z, 1) + 0.12 * harmonic(z3, 2))
+    shape += col(p["asymmetry"]) * (0.40 * harmonic(z, 1) + 0.15 * harmonic(z3, 2))
     zk = z3 * z2  # z^5
     amp = p["_border_amp"] * p["border"][:, None]
-    for j, _k in enumerate(BORDER_HARMONICS):
+    for j in range(len(BORDER_HARMONICS)):
         shape += col(amp[:, j]) * harmonic(zk, 3 + j)
         zk = zk * z
     radius = col(p["_radius"]) * shape
-    alpha = np.clip((radius - rho) * (size / 2.0) + 0.5, 0, 1)  # 1 px anti-aliased edge
+    alpha = np.clip((radius - rho) * px + 0.5, 0, 1)
     depth = np.clip((radius - rho) / np.maximum(radius, 1e-3), 0, 1)  # 0 at the border, 1 centre
 
-    # lesion colour: brown, darker at the centre, plus 0..4 blotches of other colours
+    # lesion colour: brown, darker at the centre, plus colors - 1 blotches of the other colours
     pig = col(p["_pigment"])[..., None]
     brown = (1 - pig) * PIGMENT_LIGHT.astype(f32) + pig * PIGMENT_DARK.astype(f32)
     lesion = brown * (1 - 0.25 * depth[..., None])
-    blotch = _smooth(p["_blotch"], m)  # [B, 4, S, S]
-    used = np.arange(EXTRA_COLORS)[None, :] < (p["colors"] - 1)[:, None]
     for j in range(EXTRA_COLORS):
-        w = 0.85 / (1 + np.exp(-6 * (blotch[:, j] - 0.35))) * used[:, j].reshape(b, 1, 1)
-        colour = LESION_PALETTE[p["_blotch_pick"][:, j]].astype(f32).reshape(b, 1, 1, 3)
-        lesion = lesion * (1 - w[..., None]) + colour * w[..., None]
+        idx = np.flatnonzero(p["colors"] - 1 > j)
+        if len(idx):
+            w = 0.85 / (1 + np.exp(-6 * (_smooth(p["_blotch"][idx, j], m) - 0.35)))
+            colour = LESION_PALETTE[p["_blotch_pick"][idx, j]].astype(f32).reshape(-1, 1, 1, 3)
+            _blend(lesion, idx, w, colour)
 
-    # dermoscopic structure: a lattice in rotated coordinates, warped by `irregularity`
-    period = col(p["_tex_period"] * p["_radius"] * 2)
-    ang = col(p["_tex_angle"])
-    warp = _smooth(p["_tex_warp"], m)  # [B, 3, S, S]
-    irr = col(p["irregularity"])
-    u = (np.cos(ang) * dx + np.sin(ang) * dy) / period * f32(2 * math.pi) + 2.2 * irr * warp[:, 0]
-    v = (-np.sin(ang) * dx + np.cos(ang) * dy) / period * f32(2 * math.pi) + 2.2 * irr * warp[:, 1]
-    su, sv = np.sin(u / 2) ** 2, np.sin(v / 2) ** 2
-    width = 0.10 * (1 + 0.9 * irr * np.tanh(warp[:, 2]))
-    dots = (p["structure"] == "dots").reshape(b, 1, 1)
-    network = np.maximum(np.exp(-su / width), np.exp(-sv / width))
-    globule = np.exp(-(su + sv) / (2.5 * width))
-    cyst = np.exp(-(np.cos(u / 2) ** 2 + np.cos(v / 2) ** 2) / (2.5 * width))
-    keep = 1 / (1 + np.exp(-4 * (warp[:, 2] + 1.2 - 1.8 * irr)))  # irregular: globules drop out
-    strength = col(p["_tex_contrast"]) * np.clip(depth * 4, 0, 1)
-    dark = np.where(dots, globule * keep, network) * strength
-    light = np.where(dots, cyst * keep, 0) * strength
-    lesion = lesion * (1 - 0.65 * dark[..., None]) + LESION_PALETTE[3].astype(f32) * (0.7 * light[..., None])
+    # dermoscopic structure
+    for kind in ("network", "dots"):
+        idx = np.flatnonzero(p["structure"] == kind)
+        if len(idx):
+            dark, light = _structure(p, idx, dx[idx], dy[idx], depth[idx], m, kind == "dots")
+            lesion[idx] = (lesion[idx] * (1 - 0.65 * dark[..., None])
+                           + LESION_PALETTE[3].astype(f32) * (0.7 * light[..., None]))
     img = skin * (1 - alpha[..., None]) + np.clip(lesion, 0, 1) * alpha[..., None]
 
     # colourful patch: a disc away from the lesion
-    pp = p["_patch_pos"]
-    pa, pd_, pr = pp[:, 0] * 2 * math.pi, 0.62 + 0.16 * pp[:, 1], 0.10 + 0.06 * pp[:, 2]
-    pdist = np.sqrt((X - col(pd_ * np.cos(pa))) ** 2 + (Y - col(pd_ * np.sin(pa))) ** 2)
-    pw = np.clip((col(pr) - pdist) * (size / 2.0) + 0.5, 0, 1) * col(p["patch"])
-    pcol = PATCH_PALETTE[p["_patch_color"]].astype(f32).reshape(b, 1, 1, 3)
-    img = img * (1 - pw[..., None]) + pcol * pw[..., None]
+    idx = np.flatnonzero(p["patch"])
+    if len(idx):
+        pp = p["_patch_pos"][idx]
+        pa, pd_, pr = pp[:, 0] * 2 * math.pi, 0.62 + 0.16 * pp[:, 1], 0.10 + 0.06 * pp[:, 2]
+        pdist = np.sqrt((X - col(pd_ * np.cos(pa))) ** 2 + (Y - col(pd_ * np.sin(pa))) ** 2)
+        w = np.clip((col(pr) - pdist) * px + 0.5, 0, 1)
+        _blend(img, idx, w, PATCH_PALETTE[p["_patch_color"][idx]].astype(f32).reshape(-1, 1, 1, 3))
 
-    # hairs: thin dark curves, n = `hair`
-    h = p["_hair"].astype(f32)
+    # hairs: thin dark curves, `hair` of them
     hw = f32(max(0.012, 1.2 / size))
     for j in range(MAX_HAIRS):
-        on = col(p["hair"] > j)
-        hx, hy = col(h[:, j, 0] * 2 - 1), col(h[:, j, 1] * 2 - 1)
-        ha, hk = col(h[:, j, 2] * math.pi), col((h[:, j, 3] - 0.5) * 1.6)
-        t = np.cos(ha) * (X - hx) + np.sin(ha) * (Y - hy)
-        d = -np.sin(ha) * (X - hx) + np.cos(ha) * (Y - hy) + hk * t * t
-        w = np.exp(-(d / hw) ** 2) * on * 0.85
-        img = img * (1 - w[..., None]) + HAIR_COLOR.astype(f32) * w[..., None]
+        idx = np.flatnonzero(p["hair"] > j)
+        if len(idx):
+            h = p["_hair"][idx, j]
+            hx, hy, ha, hk = col(h[:, 0] * 2 - 1), col(h[:, 1] * 2 - 1), col(h[:, 2] * math.pi), col((h[:, 3] - 0.5) * 1.6)
+            t = np.cos(ha) * (X - hx) + np.sin(ha) * (Y - hy)
+            d = np.cos(ha) * (Y - hy) - np.sin(ha) * (X - hx) + hk * t * t
+            _blend(img, idx, 0.85 * np.exp(-(d / hw) ** 2), HAIR_COLOR.astype(f32))
 
-    # ruler: tick marks along one edge
-    side = p["_ruler_side"]
-    along = np.where((side % 2 == 0).reshape(b, 1, 1), X + 0 * Y, Y + 0 * X)
-    across = np.where((side < 2).reshape(b, 1, 1), 1, -1) * np.where((side % 2 == 0).reshape(b, 1, 1), Y + 0 * X, X + 0 * Y)
-    tick = np.exp(-np.sin(math.pi * along * 8) ** 2 / 0.04)
-    long_tick = np.where(np.abs(np.sin(math.pi * along * 1.6)) < 0.31, 0.24, 0.13)
-    rw = tick * ((across > 0.96 - long_tick) & (across < 0.96)) * col(p["ruler"]) * 0.95
-    img = img * (1 - rw[..., None]) + RULER_COLOR.astype(f32) * rw[..., None]
+    # ruler: tick marks along one edge (side 0: bottom, 1: right, 2: top, 3: left)
+    idx = np.flatnonzero(p["ruler"])
+    if len(idx):
+        side = p["_ruler_side"][idx].reshape(-1, 1, 1)
+        horizontal = side % 2 == 0
+        along = np.where(horizontal, X, Y)
+        across = np.where(side < 2, 1, -1) * np.where(horizontal, Y, X)
+        tick = np.exp(-np.sin(f32(math.pi * 8) * along) ** 2 / 0.04)
+        length = np.where(np.abs(np.sin(f32(math.pi * 1.6) * along)) < 0.31, 0.24, 0.13)
+        _blend(img, idx, 0.95 * tick * ((across > 0.96 - length) & (across < 0.96)), RULER_COLOR.astype(f32))
 
-    # acquisition: vignette, lighting, colour cast, blur
-    r0 = np.sqrt(X * X + Y * Y)
-    img = img * (1 - col(p["vignette"]) * np.clip((r0 - 0.95) / 0.35, 0, 1))[..., None]
+    # acquisition: vignette, lighting gradient, brightness, colour cast, blur
+    idx = np.flatnonzero(p["vignette"] > 0)
+    if len(idx):
+        r0 = np.sqrt(X * X + Y * Y)
+        img[idx] *= (1 - col(p["vignette"], idx) * np.clip((r0 - 0.95) / 0.35, 0, 1))[..., None]
     ld = p["_light_dir"]
-    grad = 1 + col(p["light_gradient"]) * (np.cos(ld).reshape(b, 1, 1) * X + np.sin(ld).reshape(b, 1, 1) * Y)
+    grad = 1 + col(p["light_gradient"]) * (col(np.cos(ld)) * X + col(np.sin(ld)) * Y)
     cast = np.stack([1 + 0.12 * p["color_cast"], np.ones(b), 1 - 0.12 * p["color_cast"]], 1)
-    img = img * (grad * col(p["brightness"]))[..., None] * cast.astype(f32).reshape(b, 1, 1, 3)
-    return _blur(img.astype(f32), p["blur"], size)
+    img *= (grad * col(p["brightness"]))[..., None] * cast.astype(f32).reshape(b, 1, 1, 3)
+    return _blur(img, p["blur"], size)
 
 
 def render(start: int, stop: int, size: int, seed: int = 0, ood: bool = False,
@@ -312,12 +339,20 @@ def render(start: int, stop: int, size: int, seed: int = 0, ood: bool = False,
         raise ValueError(f"size must be in 8..1024, got {size}")
     factor = math.ceil(SUPERSAMPLE_MIN / size) if size < SUPERSAMPLE_MIN else 1
     for lo in range(start, stop, CHUNK):
-        p = _params(lo, min(lo + CHUNK, stop), seed, ood, bias_strength, label_noise)
-        img = _render(p, size * factor)
-        if factor > 1:
-            k = len(img)
-            img = img.reshape(k, size, factor, size, factor, 3).mean((2, 4))
-        # pixel noise from each image's own seed: independent of chunking
-        noise = np.stack([np.random.default_rng(s).standard_normal((size, size, 3), np.float32)
-                          for s in p["_noise_seed"]])
-        yield (np.clip(img + 0.012 * noise, 0, 1) * 255 + 0.5).astype(np.uint8)
+        yield _render_chunk(lo, min(lo + CHUNK, stop), size, factor, seed, ood, bias_strength, label_noise)
+
+
+# BLAS threads on these small matrix products cost more than they gain (2.5x slower on 2 cores)
+@threadpool_limits.wrap(limits=1, user_api="blas")
+def _render_chunk(lo: int, hi: int, size: int, factor: int, seed: int, ood: bool, bias_strength: float,
+                  label_noise: float) -> np.ndarray:
+    """uint8 images [lo, hi), rendered `factor` times larger and area-averaged down to `size`."""
+    p = _params(lo, hi, seed, ood, bias_strength, label_noise)
+    img = _render(p, size * factor)
+    if factor > 1:
+        k = len(img)
+        img = img.reshape(k, size, factor, size, factor, 3).mean((2, 4))
+    # pixel noise from each image's own seed: independent of chunking
+    noise = np.stack([np.random.default_rng(s).standard_normal((size, size, 3), np.float32)
+                      for s in p["_noise_seed"]])
+    return (np.clip(img + 0.012 * noise, 0, 1) * 255 + 0.5).astype(np.uint8)
