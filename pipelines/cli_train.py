@@ -97,7 +97,7 @@ def train(
         prepare(cfg.dataset, cfg.splits, cfg.image_size, out, ood=cfg.ood)
         job = submit(cfg, trial_dir, ex)
     except ValidationError as err:  # the executor options
-        _fail(one_line(err, "attnsweep train"))
+        _fail(one_line(err, "attnsweep train: executor"))
     except (TrialConfigError, DataError) as err:
         _fail(str(err))
     typer.echo(f"submitted {executor} job {job.job_id}: {trial_dir}", err=True)

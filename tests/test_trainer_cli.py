@@ -10,12 +10,12 @@ from typer.testing import CliRunner
 
 from attnsweep.pipelines.cli import app
 
-TINY = ["--model", "cnn2", "--dataset", "synthderm", "--dataset-option", "n=160", "--image-size", "32",
-        "--epochs", "1", "--batch-size", "16", "--split", "0"]
+TINY = ["--model", "cnn2", "--image-size", "32", "--epochs", "1", "--batch-size", "16", "--split", "0"]
+SYNTH = ["--dataset", "synthderm", "--dataset-option", "n=160"]
 
 
 def test_train_prints_the_result_path(tmp_path):
-    res = CliRunner().invoke(app, ["train", *TINY, "--lr", "0.05", "--out", str(tmp_path)])
+    res = CliRunner().invoke(app, ["train", *TINY, *SYNTH, "--lr", "0.01", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     path = Path(res.stdout.strip().splitlines()[-1])
     result = json.loads(path.read_text())
@@ -26,12 +26,13 @@ def test_train_prints_the_result_path(tmp_path):
 
 
 @pytest.mark.parametrize("args, field", [
-    (["--model", "resnet18+nosuchattention"], "model"),
+    (["--model", "resnet18+nosuchattention", *SYNTH], "model"),
     (["--dataset", "ham10000:/no/such/folder"], "dataset.root"),
-    (["--executor", "local", "--workers", "2", "--batch-size", "1"], "batch_size"),
-    (["--lr", "-1"], "lr"),
-    (["--milestones", "0.9,0.3"], "milestones"),
-    (["--sbatch", "exclusive"], "--sbatch"),
+    (["--executor", "local", "--workers", "2", "--batch-size", "1", *SYNTH], "batch_size"),
+    (["--lr", "-1", *SYNTH], "lr"),
+    (["--milestones", "0.9,0.3", *SYNTH], "milestones"),
+    (["--sbatch", "exclusive", *SYNTH], "--sbatch"),
+    (["--executor", "cloud", *SYNTH], "kind"),
 ])
 def test_bad_config_fails_before_submission_with_one_line(tmp_path, args, field):
     res = CliRunner().invoke(app, ["train", *TINY, *args, "--out", str(tmp_path)])
