@@ -100,12 +100,12 @@ def print_plan(study) -> None:
         wall += seconds or 0.0
         table.add_row(p.variant, p.phase, str(p.configs), str(p.splits), str(p.epochs), str(p.trainings),
                       f"{p.gflops_per_image:.3g}", _hours(seconds))
-    console = Console()
+    console = Console(width=None if Console().is_terminal else 120)
     console.print(table)
     trainings = sum(p.trainings for p in rows)
     epochs = sum(p.trainings * p.epochs for p in rows)
     console.print(f"{len(study.variants)} variants x {len({p.phase for p in rows})} phases: {trainings} trainings, "
-                  f"{epochs} epochs; eval sets {', '.join(study.eval_sets)}")
+                  f"{epochs} epochs")
     if images:
         kind = estimate.device_kind(study)
         tflops = study.estimate.tflops or estimate.DEFAULT_TFLOPS[kind]

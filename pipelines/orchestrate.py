@@ -126,9 +126,10 @@ def run_study(study: Study, resume: bool = False, console: Console | None = None
     write_study_file(study, out)
     console.print(f"[bold]{study.name}[/]: preparing {study.dataset_label} at {study.image_size}px in {out / 'data'}")
     data_dir = prepare(study.dataset, study.splits, study.image_size, out, ood=study.ood)
-    class_names = load_split(data_dir, study.splits.names()[0]).class_names
+    first = load_split(data_dir, study.splits.names()[0])
+    eval_sets = [name for name in first.sets if name != "train"]
     tracking_uri = study.tracking_uri or default_tracking_uri(out)
-    recorder = Recorder(study, out, MlflowStore(tracking_uri, study.name, out), class_names)
+    recorder = Recorder(study, out, MlflowStore(tracking_uri, study.name, out), eval_sets, first.class_names)
 
     # Ray installs its own SIGTERM handler in ray.init: ours goes on top of it, inside.
     with ray_runtime(study, out), sigterm_as_interrupt():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.live import Live
@@ -22,7 +22,6 @@ class Row:
     best: float = -math.inf
     started: float | None = None
     ended: float | None = None
-    counts: dict = field(default_factory=dict)
 
 
 class Progress:

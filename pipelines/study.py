@@ -163,10 +163,6 @@ class Study(BaseModel):
     def dataset_label(self) -> str:
         return self.dataset_name or self.dataset.format
 
-    @property
-    def eval_sets(self) -> list[str]:
-        return ["val", "test", *(f"ood:{name}" for name in self.ood)]
-
     def output_dir(self) -> Path:
         return (self.out_dir or Path("runs") / self.name).resolve()
 

@@ -49,8 +49,11 @@ def unfinished_result(trial_dir: Path, status: str, error: str | None = None) ->
 
 
 class Recorder:
-    def __init__(self, study: Study, out: Path, store: MlflowStore, class_names: Sequence[str] | None):
+    def __init__(self, study: Study, out: Path, store: MlflowStore, eval_sets: Sequence[str],
+                 class_names: Sequence[str] | None):
+        """`eval_sets`: the evaluated sets of the prepared data (val, test, ood:*), one row each."""
         self.study, self.out, self.store, self.class_names = study, out, store, class_names
+        self.eval_sets = list(eval_sets)
         self.code_version = code_version()
 
     def is_recorded(self, trial: Trial) -> bool:
@@ -73,7 +76,7 @@ class Recorder:
             self.store.finish_child(trial.ref, run_id, result, self.class_names)
         parquet_store.write_trial(
             self.out, trial.ref.trial_id,
-            result_rows(trial.ref, config, result, self.study.eval_sets, run_id, self.code_version),
+            result_rows(trial.ref, config, result, self.eval_sets, run_id, self.code_version),
             epoch_rows(trial.ref, config, epochs))
 
     def record_finished(self, trial: Trial) -> bool:

@@ -1,0 +1,115 @@
+"""Study files: every shipped study validates and passes `--dry-run`; a bad one fails with one line
+that names the file and the field, and exit status 2; the plan gives every variant the same
+repeat splits and seeds (paired tests) and keeps search and repeat seeds apart."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from attnsweep.pipelines.cli import app
+from attnsweep.pipelines.plan import config_hash, make_trial, phase_splits
+from attnsweep.pipelines.study import StudyError, load_study
+
+STUDIES = sorted((Path(__file__).resolve().parents[1] / "studies").glob("*.yaml"))
+PAPER_STUDIES = {"seed000_ham10000", "seed001_skin", "seed001_cxr", "seed001_mri", "seed001_ct", "seed002_isic",
+                 "seed002_camelyon17", "seed004_cifar10"}
+
+
+def test_the_paper_and_demo_studies_are_shipped():
+    names = {p.stem for p in STUDIES}
+    assert PAPER_STUDIES | {"demo", "demo_slurm"} <= names
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
+def test_every_study_passes_dry_run(path):
+    result = CliRunner().invoke(app, ["run", str(path), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    study = load_study(path)
+    assert f"{study.name}: plan" in result.output
+    assert "estimated compute time:" in result.output
+    assert "unknown" not in result.output.split("estimated compute time:")[1]  # every study sizes itself
+    for variant in study.variants:
+        assert variant in result.output
+    n_search = study.search.n_configs() * study.splits.search_splits
+    assert f"{len(study.variants) * (n_search + study.splits.repeat_splits)} trainings" in result.output
+
+
+def _write(tmp_path: Path, base: Path, edit) -> Path:
+    data = yaml.safe_load(base.read_text())
+    edit(data)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+DEMO = next(p for p in STUDIES if p.stem == "demo")
+
+
+@pytest.mark.parametrize(("edit", "field"), [
+    (lambda d: d["variants"].append("resnet18+nonsense"), "variants"),
+    (lambda d: d["variants"].append("resnet18"), "variants"),
+    (lambda d: d["search"].update(lr={"low": 0.1, "high": 0.01}), "search.lr"),
+    (lambda d: d["search"].update(algorithm="grid"), "search"),
+    (lambda d: d["train"].update(optimizer="adam"), "train.optimizer"),
+    (lambda d: d["train"].update(epochs=0), "train.epochs"),
+    (lambda d: d.update(unknown_key=1), "unknown_key"),
+    (lambda d: d["splits"].update(search_splits=0), "splits.search_splits"),
+    (lambda d: d["splits"].update(repeat_splits=0), "splits.repeat_splits"),
+    (lambda d: d["dataset"].update(format="dicom"), "dataset.format"),
+    (lambda d: d["executor"].update(kind="cloud"), "executor.kind"),
+    (lambda d: d.update(stats={"baselines": {"resnet18+se": "resnet50"}}), "stats.baselines"),
+    (lambda d: d.update(name="my study"), "name"),
+])
+def test_a_bad_study_is_one_line_naming_file_and_field(tmp_path, edit, field):
+    path = _write(tmp_path, DEMO, edit)
+    with pytest.raises(StudyError) as err:
+        load_study(path)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{path}: ") and field in message
+    result = CliRunner().invoke(app, ["run", str(path), "--dry-run"])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_unreadable_study_files(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\nvariants: [resnet18\n")
+    with pytest.raises(StudyError, match=r"broken\.yaml:\d+: not valid YAML"):
+        load_study(broken)
+    with pytest.raises(StudyError, match="no such study file"):
+        load_study(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- a\n")
+    with pytest.raises(StudyError, match="expected a mapping"):
+        load_study(tmp_path / "list.yaml")
+
+
+def test_command_line_overrides_are_validated(tmp_path):
+    runner = CliRunner()
+    ok = runner.invoke(app, ["run", str(DEMO), "--dry-run", "--executor", "slurm", "--max-concurrent", "7"])
+    assert ok.exit_code == 0 and "executor slurm, 7 trials at once" in ok.output
+    bad = runner.invoke(app, ["run", str(DEMO), "--dry-run", "--executor", "cloud"])
+    assert bad.exit_code == 2 and "command line: executor.kind" in bad.output
+
+
+def test_dataset_roots_are_relative_to_the_study_file(tmp_path):
+    study = load_study(next(p for p in STUDIES if p.stem == "seed000_ham10000"))
+    assert study.dataset.root == (DEMO.parent / "../../shared/data/ham10000").resolve()
+
+
+def test_plan_pairs_variants_and_separates_phases(tmp_path):
+    study = load_study(DEMO)
+    data_dir = tmp_path / "data"  # TrialConfig only records it
+    repeat = {v: [make_trial(study, tmp_path, "repeat", v, s, 0.01, 0.0, data_dir) for s in phase_splits(study, "repeat")]
+              for v in study.variants}
+    search = [make_trial(study, tmp_path, "search", "resnet18", s, 0.01, 0.0, data_dir) for s in phase_splits(study, "search")]
+    a, b = repeat["resnet18"], repeat["resnet18+se"]
+    assert [t.cfg.split for t in a] == [f"repeat-{i}" for i in range(study.splits.repeat_splits)]
+    assert [t.cfg.seed for t in a] == [t.cfg.seed for t in b]  # the same split and seed for every variant
+    assert len({t.cfg.seed for t in a + search}) == len(a) + len(search)  # no seed shared by two splits
+    assert len({t.ref.trial_id for t in a + b + search}) == len(a + b + search)
+    assert {t.ref.config_hash for t in search} == {config_hash(search[0].cfg)}  # one configuration, two splits
+    assert a[0].ref.dir == tmp_path / "trials" / "repeat" / "resnet18" / a[0].ref.trial_id
+    again = make_trial(study, tmp_path, "repeat", "resnet18", "repeat-0", 0.01, 0.0, data_dir)
+    assert again.ref.trial_id == a[0].ref.trial_id  # stable: what --resume relies on
