@@ -28,7 +28,8 @@ class _ArraysOnly(pickle.Unpickler):
     the callables a numpy array needs are allowed. Written here because no library reads them safely."""
 
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
+               ("numpy", "ndarray"), ("numpy", "dtype"),
+               ("_codecs", "encode")}  # how protocol-2 pickles from Python 3 store bytes
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
