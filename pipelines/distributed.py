@@ -45,7 +45,7 @@ def _interface_of(address: str) -> str | None:
     return None
 
 
-def _cpu_threads(local_world_size: int) -> int:
+def cpu_threads(local_world_size: int) -> int:
     """CPU threads per rank: SLURM's cpus-per-task, else this machine's CPUs shared by its ranks."""
     if "SLURM_CPUS_PER_TASK" in os.environ:
         return int(os.environ["SLURM_CPUS_PER_TASK"])
@@ -68,7 +68,7 @@ def setup() -> Dist:
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
-        torch.set_num_threads(_cpu_threads(local_world))
+        torch.set_num_threads(cpu_threads(local_world))
     host = _local_address(os.environ.get("MASTER_ADDR", "127.0.0.1"))
     if world > 1:
         backend = "nccl" if cuda else "gloo"
