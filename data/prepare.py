@@ -138,7 +138,7 @@ def prepare(dataset: DatasetSpec, splits: SplitSpec, image_size: int, out_dir: s
     old = _check_previous(manifest_path, request, fingerprints)
 
     if old is None:
-        table = make_splits(records["dataset"], splits).assign(dataset="dataset")
+        table = make_splits(records["dataset"], splits, workers or cache.default_workers()).assign(dataset="dataset")
         for key in datasets:
             if key != "dataset":
                 n = len(records[key])

@@ -8,7 +8,9 @@ A fixed test set of the dataset replaces the drawn one. Search and repeat splits
 from two disjoint streams of the study seed, so no repeat split reuses a search split's seed."""
 from __future__ import annotations
 
+import multiprocessing
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -57,19 +59,27 @@ def assign_roles(labels: np.ndarray, groups: np.ndarray, val: float, test: float
     return role_of_fold[fold].astype(str)
 
 
-def make_splits(records: pd.DataFrame, spec: SplitSpec) -> pd.DataFrame:
+def make_splits(records: pd.DataFrame, spec: SplitSpec, workers: int = 1) -> pd.DataFrame:
     """Rows (split, role, index) for every split of `spec`: `index` is the records row. Fixed sets
-    (`fixed` = "test" or "ood:<name>") get their role in every split and are never drawn from."""
+    (`fixed` = "test" or "ood:<name>") get their role in every split and are never drawn from.
+    `workers` > 1 computes the splits in parallel (StratifiedGroupKFold is a Python loop over groups:
+    about 1.5 s per split for HAM10000's 7,470 lesions on one core)."""
     pool = np.flatnonzero(records["fixed"].to_numpy() == "")
     fixed = np.flatnonzero(records["fixed"].to_numpy() != "")
     fixed_roles = records["fixed"].to_numpy()[fixed]
     has_test = (fixed_roles == "test").any()
     labels = records["label"].to_numpy()[pool]
     groups = records["group"].to_numpy()[pool]
+    test = 0.0 if has_test else spec.test_fraction
+    tasks = [(labels, groups, spec.val_fraction, test, split_seed(spec.seed, name)) for name in spec.names()]
+    if workers > 1 and len(tasks) > 1:
+        ctx = multiprocessing.get_context("forkserver")  # safe beside threads (Ray, torch)
+        with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=ctx) as executor:
+            all_roles = list(executor.map(assign_roles, *zip(*tasks)))
+    else:
+        all_roles = [assign_roles(*t) for t in tasks]
     out = []
-    for name in spec.names():
-        roles = assign_roles(labels, groups, spec.val_fraction, 0.0 if has_test else spec.test_fraction,
-                             split_seed(spec.seed, name))
+    for name, roles in zip(spec.names(), all_roles):
         missing = set(labels) - set(labels[roles == "train"])
         if missing:
             raise DataError(f"split {name}: class {sorted(missing)[0]!r} has no training image; "
