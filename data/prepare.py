@@ -105,11 +105,16 @@ def _check_previous(manifest_path: Path, request: dict, fingerprints: dict) -> d
         raise DataError(f"{changed[0]} changed since its splits were written (files added, removed or "
                         "modified); finished trials used the old splits. Use a new out dir, or delete "
                         "this data dir to re-split", file=manifest_path, value=changed[0])
-    splits = manifest_path.parent / old["splits"]["file"]
-    if not splits.is_file() or _sha256_file(splits) != old["splits"]["sha256"]:
-        raise DataError("splits.parquet is missing or was modified since it was written",
-                        file=splits, value=old["splits"]["sha256"][:12])
+    _check_splits_file(manifest_path.parent, old)
     return old
+
+
+def _check_splits_file(data_dir: Path, manifest: dict) -> Path:
+    path = data_dir / manifest["splits"]["file"]
+    if not path.is_file() or _sha256_file(path) != manifest["splits"]["sha256"]:
+        raise DataError("the split manifest is missing or was modified since it was written",
+                        file=path, value=manifest["splits"]["sha256"][:12])
+    return path
 
 
 def prepare(dataset: DatasetSpec, splits: SplitSpec, image_size: int, out_dir: str | Path,
@@ -194,10 +199,11 @@ def load_split(data_dir: str | Path, split: str) -> SplitData:
                         value=split)
     size = m["image_size"]
     at_size = m["sizes"][str(size)]
-    table = pd.read_parquet(data_dir / m["splits"]["file"], filters=[("split", "==", split)])
+    table = pd.read_parquet(_check_splits_file(data_dir, m), filters=[("split", "==", split)])
     sets: dict[str, ImageSet] = {}
+    records = {key: pd.read_parquet(data_dir / m["datasets"][key]["records"]) for key in table["dataset"].unique()}
     for (role, key), rows in table.groupby(["role", "dataset"], sort=False):
-        recs = pd.read_parquet(data_dir / m["datasets"][key]["records"])
+        recs = records[key]
         index = rows["index"].to_numpy()
         images = ImageView(data_dir / at_size["caches"][key], index)
         if images.array_len != len(recs):
