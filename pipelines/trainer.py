@@ -80,7 +80,7 @@ def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
     scheduler = _scheduler(cfg, optimizer)
     scaler = torch.amp.GradScaler(d.device.type, enabled=cfg.precision == "fp16")
 
-    state = {"epoch": 0, "best_epoch": None, "best_score": -float("inf"), "train_seconds": 0.0}
+    state = {"epoch": 0, "best_epoch": None, "best_score": -float("inf"), "best_model": None, "train_seconds": 0.0}
     if (trial_dir / CHECKPOINT).exists():
         state = _resume(trial_dir, d, model, optimizer, scheduler, scaler)
     ddp = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) \
@@ -112,21 +112,24 @@ def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
         line = {"epoch": epoch, "train_loss": loss_sum.item() / n_seen, "lr": lr, "seconds": seconds,
                 "images_per_s": n_seen / train_time, "val": {k: val[k] for k in LINE_METRICS}, "job_id": job_id}
         score = selection_score(val, cfg.selection_metric)
-        if state["best_epoch"] is None or score > state["best_score"]:
-            state.update(best_epoch=epoch, best_score=score)
-            if d.is_main:
-                checkpoint.save(trial_dir / BEST, model.state_dict())
+        new_best = state["best_epoch"] is None or score > state["best_score"]
+        if new_best:
+            best_model = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            state.update(best_epoch=epoch, best_score=score, best_model=best_model)
         state.update(epoch=epoch, train_seconds=state["train_seconds"] + seconds)
         rng = distributed.gather(checkpoint.rng_state())
         if d.is_main:
-            # Order: (1) checkpoint.pt, holding this epoch's line, written atomically; (2) the line
-            # appended to metrics.jsonl. Killed before (1): the epoch is not finished and re-runs, no
-            # line was written. Killed between (1) and (2): resume appends the line from the
-            # checkpoint (_resume). So every finished epoch is in metrics.jsonl exactly once.
+            # Order: (1) checkpoint.pt, holding this epoch's line and the best weights so far,
+            # written atomically; (2) best.pt if it changed; (3) the line appended to metrics.jsonl.
+            # Killed before (1): the epoch is not finished and re-runs. Killed after (1): resume
+            # rewrites best.pt and appends the missing line from the checkpoint (_resume). So every
+            # finished epoch is in metrics.jsonl exactly once, and best.pt is best_epoch's weights.
             checkpoint.save(trial_dir / CHECKPOINT, {
                 **state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
                 "line": json.dumps(line)})
+            if new_best:
+                checkpoint.save(trial_dir / BEST, state["best_model"])
             _append_line(trial_dir / METRICS, line)
             log.info("epoch %d/%d train_loss %.4f val %s %.4f (%.1f s, %.0f img/s)", epoch, cfg.epochs,
                      line["train_loss"], cfg.selection_metric, val[cfg.selection_metric] or float("nan"),
@@ -134,8 +137,7 @@ def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
 
     metrics: dict[str, dict] = {}
     if not diverged:
-        distributed.barrier()  # best.pt is complete
-        model.load_state_dict(checkpoint.load(trial_dir / BEST))
+        model.load_state_dict(state["best_model"])
         metrics = {name: evaluate(model, ds, d, per_rank_batch, amp_dtype, memory_format, num_classes, cfg.num_workers)
                    for name, ds in eval_sets.items()}
     result = {
@@ -217,10 +219,12 @@ def _resume(trial_dir: Path, d: Dist, model, optimizer, scheduler, scaler) -> di
     else:
         log.warning("checkpoint written by %d ranks, resumed with %d: random streams restart from the seed",
                     len(ckpt["rng"]), d.world_size)
-    if d.is_main and _last_epoch(trial_dir / METRICS) < ckpt["epoch"]:
-        _append_line(trial_dir / METRICS, json.loads(ckpt["line"]))  # killed between checkpoint and line
+    if d.is_main:  # complete what a kill right after the checkpoint left out
+        checkpoint.save(trial_dir / BEST, ckpt["best_model"])
+        if _last_epoch(trial_dir / METRICS) < ckpt["epoch"]:
+            _append_line(trial_dir / METRICS, json.loads(ckpt["line"]))
     log.info("resuming after epoch %d", ckpt["epoch"])
-    return {k: ckpt[k] for k in ("epoch", "best_epoch", "best_score", "train_seconds")}
+    return {k: ckpt[k] for k in ("epoch", "best_epoch", "best_score", "best_model", "train_seconds")}
 
 
 def _last_epoch(path: Path) -> int:

@@ -59,18 +59,22 @@ def test_trial_folder_selection_and_determinism(finished, tmp_path):
     assert (folder / METRICS).read_text() == before
 
 
-def test_resume_appends_the_line_of_a_checkpointed_epoch_exactly_once(finished, tmp_path):
+def test_resume_completes_what_a_kill_after_the_checkpoint_left_out(finished, tmp_path):
     cfg, folder, done = finished
-    # A kill between writing checkpoint.pt and appending its metrics line: the line is missing.
     cut = tmp_path / "cut"
     shutil.copytree(folder, cut)
+    # Killed after checkpoint.pt was written: its metrics line is missing, and best.pt holds weights
+    # the checkpoint does not know (here: the last epoch's, written by a run that was then killed).
     metrics = cut / METRICS
     metrics.write_text("".join(metrics.read_text().splitlines(keepends=True)[:-1]))
     (cut / RESULT).unlink()
+    torch.save(torch.load(cut / CHECKPOINT, weights_only=True)["model"], cut / BEST)
 
     resumed = train(cfg, cut)
     assert metrics.read_text() == (folder / METRICS).read_text()
     assert resumed == done
+    best, expected = (torch.load(d / BEST, weights_only=True) for d in (cut, folder))
+    assert best.keys() == expected.keys() and all(torch.equal(best[k], expected[k]) for k in best)
 
 
 def test_a_config_cannot_reuse_another_trials_folder(finished, data_dir):  # noqa: F811
