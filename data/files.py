@@ -23,7 +23,7 @@ def decode(path: Path, size: int, row: object = None) -> np.ndarray:
         with Image.open(path) as im:
             im.draft("RGB", (size, size))  # JPEG: decode at the smallest DCT scale >= size (fast)
             im = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(im, dtype=np.uint8)
+            return np.array(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         where = "" if row is None else f" (metadata row {row})"
         raise DataError(f"cannot decode image{where}: {e}", file=path) from None

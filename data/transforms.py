@@ -60,7 +60,7 @@ class AugmentedImages(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        img = torch.from_numpy(np.ascontiguousarray(self.images[i])).permute(2, 0, 1)
+        img = torch.from_numpy(np.require(self.images[i], requirements=["C", "W"])).permute(2, 0, 1)
         if self.transform is not None:
             state = np.random.SeedSequence([self.seed, self.epoch, int(i)]).generate_state(1, np.uint64)[0]
             with torch.random.fork_rng(devices=[]):  # torchvision draws from the global generator
