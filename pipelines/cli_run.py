@@ -47,7 +47,8 @@ def run(
 
     from attnsweep.pipelines.orchestrate import StudyExists, run_study
 
-    console = Console()
+    # Without a terminal (a log file, a SLURM job) rich would wrap at 80 columns.
+    console = Console() if Console().is_terminal else Console(width=120, soft_wrap=True)
     try:
         result = run_study(study, resume=resume, console=console, report=not no_report)
     except StudyExists as e:

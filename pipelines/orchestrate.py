@@ -70,7 +70,7 @@ def ray_runtime(study: Study, out: Path) -> Iterator[None]:
     temp_dir = Path(tempfile.gettempdir()) / f"as-ray-{key}-{os.getpid()}"
     ray.init(num_cpus=study.max_concurrent, include_dashboard=False, _temp_dir=str(temp_dir),
              log_to_driver=False, object_store_memory=100 * 1024**2, configure_logging=True,
-             logging_level=logging.WARNING)
+             logging_level=logging.ERROR)
     for name in ("ray", "ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
