@@ -105,5 +105,6 @@ def train(
     result_path = trial_dir / RESULT
     result = checkpoint.read_json(result_path) if result_path.exists() else {"status": "failed"}
     if result["status"] == "failed":
-        _fail(f"trial failed: {result.get('error', 'no result.json')} (logs: {trial_dir / 'submitit'})", code=1)
+        error = " ".join(str(result.get("error", "no result.json")).splitlines())
+        _fail(f"trial failed: {error} (logs: {trial_dir / 'submitit'})", code=1)
     typer.echo(str(result_path))

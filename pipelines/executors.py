@@ -36,7 +36,8 @@ class SlurmResources(BaseModel):
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None
-    extra: dict[str, str | int | bool] = Field(default_factory=dict, description="more sbatch flags, e.g. {'exclusive': True}")
+    extra: dict[str, str | int | bool] = Field(default_factory=dict,
+                                               description="more sbatch flags, e.g. {'exclusive': True}")
     signal_delay_s: int = Field(90, ge=0, description="the requeue signal comes this long before the time limit")
     max_requeues: int = Field(3, ge=0, description="time-outs after which the job is not requeued again")
 
@@ -69,7 +70,8 @@ class TrialJob(Checkpointable):
             return train(self.cfg, self.trial_dir)
         except Exception as err:
             if _rank() == 0:
-                checkpoint.write_json(self.trial_dir / RESULT, {"status": "failed", "error": f"{type(err).__name__}: {err}"})
+                error = f"{type(err).__name__}: {err}"
+                checkpoint.write_json(self.trial_dir / RESULT, {"status": "failed", "error": error})
             raise
 
     def checkpoint(self) -> DelayedSubmission:

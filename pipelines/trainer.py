@@ -5,6 +5,7 @@ Trial folder: `config.json`, `metrics.jsonl` (one line per finished epoch), `che
 epoch), `best.pt` (the weights selected on validation), `result.json` (last)."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -63,19 +64,9 @@ def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
         raise TrialConfigError(f"batch_size: {cfg.batch_size} is larger than the training set ({n_train} images)")
 
     from attnsweep.data import make_dataset
-    from attnsweep.models import create
 
-    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    model = create(cfg.model, num_classes, pretrained=cfg.pretrained, image_size=cfg.image_size).to(d.device)
+    model, memory_format = _model(cfg, d, num_classes)
     params = sum(p.numel() for p in model.parameters())
-    # Each rank its own augmentation/dropout stream; restored from the checkpoint on resume.
-    for seed_fn in (random.seed, np.random.seed, torch.manual_seed):
-        seed_fn(cfg.seed + d.rank)
-    memory_format = torch.preserve_format
-    if d.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        memory_format = torch.channels_last
-        model = model.to(memory_format=memory_format)
     optimizer = _optimizer(cfg, model)
     scheduler = _scheduler(cfg, optimizer)
     scaler = torch.amp.GradScaler(d.device.type, enabled=cfg.precision == "fp16")
@@ -90,6 +81,8 @@ def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
     eval_sets = {name: make_dataset(s, "none", split.mean, split.std, train=False, seed=cfg.seed)
                  for name, s in split.sets.items() if name != "train"}
     sampler = DistributedSampler(train_set, num_replicas=d.world_size, rank=d.rank, shuffle=True, seed=cfg.seed)
+    evaluate_on = functools.partial(evaluate, model, d=d, batch_size=per_rank_batch, amp_dtype=amp_dtype,
+                                    memory_format=memory_format, num_classes=num_classes, num_workers=cfg.num_workers)
     job_id = _job_id()
     diverged = False
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
@@ -106,7 +99,7 @@ def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
             log.warning("epoch %d: train loss %s, the trial diverged", epoch, loss_sum.item())
             diverged = True
             break
-        val = evaluate(model, eval_sets["val"], d, per_rank_batch, amp_dtype, memory_format, num_classes, cfg.num_workers)
+        val = evaluate_on(eval_sets["val"])
         scheduler.step()
         seconds = time.perf_counter() - t0
         line = {"epoch": epoch, "train_loss": loss_sum.item() / n_seen, "lr": lr, "seconds": seconds,
@@ -131,15 +124,14 @@ def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
             if new_best:
                 checkpoint.save(trial_dir / BEST, state["best_model"])
             _append_line(trial_dir / METRICS, line)
-            log.info("epoch %d/%d train_loss %.4f val %s %.4f (%.1f s, %.0f img/s)", epoch, cfg.epochs,
-                     line["train_loss"], cfg.selection_metric, val[cfg.selection_metric] or float("nan"),
-                     seconds, line["images_per_s"])
+            log.info("epoch %d/%d train_loss %.4f val %s %s (%.1f s, %.0f img/s)", epoch, cfg.epochs,
+                     line["train_loss"], cfg.selection_metric, val[cfg.selection_metric], seconds,
+                     line["images_per_s"])
 
     metrics: dict[str, dict] = {}
     if not diverged:
         model.load_state_dict(state["best_model"])
-        metrics = {name: evaluate(model, ds, d, per_rank_batch, amp_dtype, memory_format, num_classes, cfg.num_workers)
-                   for name, ds in eval_sets.items()}
+        metrics = {name: evaluate_on(ds) for name, ds in eval_sets.items()}
     result = {
         "status": "diverged" if diverged else "ok",
         "world_size": d.world_size,
@@ -190,10 +182,25 @@ def _load_split(cfg: TrialConfig, trial_dir: Path, d: Dist):
     return load_split(data_dir, cfg.split)
 
 
+def _model(cfg: TrialConfig, d: Dist, num_classes: int) -> tuple[torch.nn.Module, torch.memory_format]:
+    from attnsweep.models import create
+
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    model = create(cfg.model, num_classes, pretrained=cfg.pretrained, image_size=cfg.image_size).to(d.device)
+    # Each rank its own dropout stream (restored from the checkpoint on resume).
+    for seed_fn in (random.seed, np.random.seed, torch.manual_seed):
+        seed_fn(cfg.seed + d.rank)
+    if d.device.type != "cuda":
+        return model, torch.preserve_format
+    torch.backends.cudnn.benchmark = True
+    return model.to(memory_format=torch.channels_last), torch.channels_last
+
+
 def _optimizer(cfg: TrialConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.momentum, 0.999),
+                             weight_decay=cfg.weight_decay)
 
 
 def _scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:

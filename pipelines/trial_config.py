@@ -42,7 +42,8 @@ class TrialConfig(BaseModel):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     selection_metric: Literal["balanced_accuracy", "accuracy", "auc_roc", "loss"] = "balanced_accuracy"
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank")
-    data_dir: Path | None = Field(None, description="prepared data (attnsweep.data.prepare); None: prepare into the trial folder")
+    data_dir: Path | None = Field(None, description="prepared data (attnsweep.data.prepare); "
+                                                    "None: prepared into the trial folder")
 
     @field_validator("model")
     @classmethod

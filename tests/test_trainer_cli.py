@@ -40,3 +40,12 @@ def test_bad_config_fails_before_submission_with_one_line(tmp_path, args, field)
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and field in lines[0], res.stderr
     assert not (tmp_path / "trials").exists()  # nothing was submitted
+
+
+def test_a_job_that_raises_is_recorded_as_failed(tmp_path):
+    # The training set's size is known only once the data is prepared: the job itself fails.
+    res = CliRunner().invoke(app, ["train", *TINY, *SYNTH, "--batch-size", "512", "--out", str(tmp_path)])
+    assert res.exit_code == 1, res.output
+    assert "trial failed: TrialConfigError: batch_size: 512 is larger than the training set" in res.stderr
+    (result_path,) = (tmp_path / "trials").glob("train/cnn2/*/result.json")
+    assert json.loads(result_path.read_text())["status"] == "failed"
