@@ -210,7 +210,7 @@ def load_split(data_dir: str | Path, split: str) -> SplitData:
             raise DataError(f"cache has {images.array_len} images, records {len(recs)}",
                             file=data_dir / at_size["caches"][key])
         meta = recs.iloc[index].reset_index(drop=True)
-        sets[role] = ImageSet(images, meta["y"].to_numpy(np.int64), meta)
+        sets[role] = ImageSet(images, np.array(meta["y"], dtype=np.int64), meta)  # writable (torch)
     norm = at_size["normalisation"][split]
     order = ["train", "val", "test"]
     sets = dict(sorted(sets.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else 3, kv[0])))
