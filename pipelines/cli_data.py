@@ -83,6 +83,8 @@ def synth(
     grid: Path = typer.Option(None, "--grid", help="Also write a PNG grid of the first images here."),
 ) -> None:
     """Write synthderm as PNG images (images/NNNNNN.png) plus metadata.csv (every feature, label)."""
+    import time
+
     import numpy as np
     from PIL import Image
 
@@ -96,14 +98,16 @@ def synth(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # renamed when complete
     try:
         (tmp / "images").mkdir()
-        first = []
-        i = 0
+        first, i, render_s = [], 0, 0.0
+        t0 = time.perf_counter()
         for chunk in synthderm.render(0, n, size, seed, ood, bias_strength, label_noise):
+            render_s += time.perf_counter() - t0
             for img in chunk:
                 Image.fromarray(img).save(tmp / md["file"][i], compress_level=1)
                 i += 1
             if len(first) < 32:
                 first.extend(chunk[: 32 - len(first)])
+            t0 = time.perf_counter()
         md.to_csv(tmp / "metadata.csv", index=False)
         if out.exists():
             out.rmdir()
@@ -114,4 +118,5 @@ def synth(
         from attnsweep.data.grid import save_grid
 
         save_grid(np.stack(first), md.head(len(first)), grid)
-    typer.echo(f"wrote {n} images ({size}px{', OOD' if ood else ''}) and metadata.csv to {out}")
+    typer.echo(f"wrote {n} images ({size}px{', OOD' if ood else ''}) and metadata.csv to {out}; "
+               f"generated at {n / max(render_s, 1e-9):.0f} images/s")
