@@ -94,6 +94,7 @@ def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
                             generator=_generator(cfg.seed, epoch, d.rank))
         lr = optimizer.param_groups[0]["lr"]
         loss_sum, n_seen = _train_epoch(ddp, loader, optimizer, scaler, d.device, amp_dtype, memory_format)
+        distributed.broadcast_buffers(model)
         train_time = time.perf_counter() - t0
         if not torch.isfinite(loss_sum).item():  # the sum is all-reduced: every rank stops together
             log.warning("epoch %d: train loss %s, the trial diverged", epoch, loss_sum.item())
