@@ -1,10 +1,10 @@
 """Training throughput of `attnsweep.pipelines.trainer.train` against a bare PyTorch loop: the same
 model, batch, optimizer, threads and training images, the bare loop reading them from one tensor
-in memory. All in this process: the bare loop, the trainer, the bare loop again (their mean is the
-reference, so a machine whose load drifts during the run biases the ratio less); the first epoch
-of each is warm-up. Prints images/s of both and their ratio (trainer / bare).
+in memory. All in this process, in rounds of (bare loop, trainer), so that each ratio compares
+neighbours in time even when the machine's load drifts; the first epoch of each run is warm-up.
+Prints images/s of both per round and the median ratio (trainer / bare).
 
-    .venv/bin/python bench/trainer_throughput.py --model resnet18 --image-size 32 --n 1000 --epochs 3
+    .venv/bin/python bench/trainer_throughput.py --model resnet18 --image-size 32 --n 600 --rounds 3
 """
 from __future__ import annotations
 
@@ -51,9 +51,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="resnet18")
     p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--n", type=int, default=1000, help="synthderm images (70 %% of them train)")
+    p.add_argument("--n", type=int, default=600, help="synthderm images (70 %% of them train)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--out", type=Path, default=None, help="working folder (default: a temporary one)")
     args = p.parse_args()
     if args.epochs < 2:
@@ -79,19 +80,20 @@ def main() -> None:
             return bare_loop(model, x, y, args.batch_size, args.epochs, cfg.lr, device)
 
         torch.set_num_threads(cpu_threads(1))  # what train() sets for one rank
-        bare_rates = [bare()]
-        trial_dir = out / "trial"
-        result = train(cfg, trial_dir)
-        lines = [json.loads(line) for line in (trial_dir / METRICS).read_text().splitlines()]
-        trainer_rate = statistics.mean(line["images_per_s"] for line in lines[1:])
-        bare_rates.append(bare())
-        bare_rate = statistics.mean(bare_rates)
+        rounds = []
+        for r in range(args.rounds):
+            bare_rate = bare()
+            trial_dir = out / f"trial-{r}"
+            result = train(cfg, trial_dir)
+            lines = [json.loads(line) for line in (trial_dir / METRICS).read_text().splitlines()]
+            rounds.append((statistics.mean(line["images_per_s"] for line in lines[1:]), bare_rate))
 
     print(f"{args.model} {args.image_size}px batch {args.batch_size}, {result['n_train']} training images, "
           f"{torch.get_num_threads()} threads, {device}")
-    print(f"trainer   {trainer_rate:8.1f} images/s")
-    print(f"bare loop {bare_rate:8.1f} images/s (before {bare_rates[0]:.1f}, after {bare_rates[1]:.1f})")
-    print(f"ratio     {trainer_rate / bare_rate:8.3f} (trainer / bare)")
+    for r, (trainer_rate, bare_rate) in enumerate(rounds):
+        print(f"round {r}: trainer {trainer_rate:7.1f} images/s, bare loop {bare_rate:7.1f} images/s, "
+              f"ratio {trainer_rate / bare_rate:.3f}")
+    print(f"median ratio (trainer / bare): {statistics.median(t / b for t, b in rounds):.3f}")
 
 
 if __name__ == "__main__":
