@@ -20,7 +20,8 @@ def read(spec, *, default_metadata: str, id_col: str, label_col: str, required: 
     """Records of a metadata CSV whose `id_col` names an image file under `spec.root`.
 
     `key`: "stem" when the id has no extension (HAM10000, ISIC), "name" when it is the file name
-    (PAD-UFES-20). `required`: further columns that must exist. `fields`: standard column -> CSV column (age, sex, site, hospital, ...).
+    (PAD-UFES-20). `required`: further columns that must exist. `fields`: standard column -> CSV
+    column (age, sex, site, hospital, ...).
     The group is the first non-empty of `group_cols`, else the image id."""
     root = Path(spec.root)
     path = spec.metadata_path(default_metadata)

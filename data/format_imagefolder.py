@@ -60,7 +60,8 @@ def read(spec):
         groups = groups.iloc[:, 0] if isinstance(groups, pd.DataFrame) else groups
         if groups.isna().any():
             bad = df["ref"][groups.isna()].iloc[0]
-            raise DataError(f"file name does not match group_pattern {pattern!r}", file=root / bad, value=Path(bad).name)
+            raise DataError(f"file name does not match group_pattern {pattern!r}", file=root / bad,
+                            value=Path(bad).name)
         df["group"] = groups
     df, classes = map_labels(df, class_map, root)
     return finish(df), classes

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from attnsweep.data import class_maps, synthderm
 from attnsweep.data.records import finish, map_labels
 
-GENERATOR_VERSION = 1  # bump when rendering changes: invalidates every synthderm cache
+GENERATOR_VERSION = 2  # bump when rendering changes: invalidates every synthderm cache
 
 
 class Options(BaseModel):

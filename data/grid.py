@@ -15,7 +15,7 @@ def save_grid(images: np.ndarray, meta: pd.DataFrame, path: Path, cols: int = 8)
     import matplotlib.pyplot as plt
 
     rows = -(-len(images) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.95), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.45, rows * 1.9), squeeze=False, layout="constrained")
     for ax, img, (_, m) in zip(axes.flat, images, meta.iterrows()):
         ax.imshow(img)
         bias = [b for b, on in (("patch", m["patch"]), ("hair", m["hair"] > 0), ("ruler", m["ruler"]),
@@ -28,7 +28,6 @@ def save_grid(images: np.ndarray, meta: pd.DataFrame, path: Path, cols: int = 8)
         ax.set_yticks([])
     for ax in axes.flat[len(images):]:
         ax.axis("off")
-    fig.tight_layout(pad=0.3)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -17,7 +17,6 @@ from attnsweep.data.errors import DataError
 
 COLUMNS = ["ref", "label_raw", "label", "group", "patient", "lesion", "age", "sex", "site", "hospital",
            "fixed", "row"]
-TEXT = ["ref", "label_raw", "label", "group", "patient", "lesion", "sex", "site", "hospital", "fixed"]
 
 
 def read_csv(path: Path, required: Iterable[str]) -> pd.DataFrame:
@@ -107,8 +106,6 @@ def finish(df: pd.DataFrame, extra: Iterable[str] = ()) -> pd.DataFrame:
     for col in COLUMNS:
         if col == "age":
             out[col] = pd.to_numeric(df[col], errors="coerce") if col in df else np.nan
-        elif col == "row":
-            out[col] = df[col].astype(str) if col in df else ""
         else:
             out[col] = df[col].astype(str) if col in df else ""
     for col in extra:

@@ -141,7 +141,8 @@ def test_ham10000_published_layout(tmp_path):
     assert rec["group"].nunique() == 34  # two sample images share a lesion_id
     assert rec["group"].equals(rec["lesion"])
     row = rec[rec["image_id"] == "ISIC_0024310"].iloc[0]  # PROVENANCE: HAM_0003350, mel, 60, male, chest
-    assert (row["lesion"], row["label"], row["age"], row["sex"], row["site"]) == ("HAM_0003350", "mel", 60.0, "male", "chest")
+    expect = ("HAM_0003350", "mel", 60.0, "male", "chest")
+    assert (row["lesion"], row["label"], row["age"], row["sex"], row["site"]) == expect
     assert row["ref"].startswith("HAM10000_images_part_")
     imgs = decode_all("ham10000", root, rec, size=24)
     assert imgs.shape == (35, 24, 24, 3) and imgs.std() > 10

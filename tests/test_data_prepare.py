@@ -10,9 +10,8 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
-from attnsweep.data import DataError, DatasetSpec, SplitSpec, load_split, make_dataset, prepare
+from attnsweep.data import DataError, DatasetSpec, SplitSpec, load_split, prepare
 from attnsweep.data.cache import build, is_current
 from test_data_formats import copy_ham_sample, needs_ham
 

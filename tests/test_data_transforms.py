@@ -2,7 +2,6 @@
 epoch, image) whatever the number of DataLoader workers."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -37,7 +36,9 @@ def test_evaluation_sets_are_only_normalised(split):
 
 @pytest.mark.parametrize("preset", ["flip_rot20", "perez2018"])
 def test_presets_are_reproducible_per_seed_and_epoch(split, preset):
-    make = lambda seed: make_dataset(split.sets["train"], preset, split.mean, split.std, train=True, seed=seed)  # noqa: E731
+    def make(seed):
+        return make_dataset(split.sets["train"], preset, split.mean, split.std, train=True, seed=seed)
+
     a, b, c = make(0), make(0), make(1)
     xa, ya = batch(a)
     xb, yb = batch(b)
