@@ -93,17 +93,17 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def cancel_owned_jobs(out: Path, executor) -> int:
-    """Cancel every job of this study's unfinished trials that is still queued or running."""
-    n = 0
+def cancel_owned_jobs(out: Path, executor) -> list[str]:
+    """Cancel every job of this study's unfinished trials that is still queued or running -> their ids."""
+    cancelled = []
     for jobs_file in (out / "trials").glob("*/*/*/jobs.json"):
         trial_dir = jobs_file.parent
         if final_result(trial_dir) is None:
             job = executors.attach(trial_dir, executor)  # a local job is stopped by attach itself
             if job is not None:
                 job.cancel(check=False)
-                n += 1
-    return n
+                cancelled.append(job.job_id)
+    return cancelled
 
 
 def check_output_folder(out: Path, resume: bool) -> None:
@@ -144,7 +144,7 @@ def run_study(study: Study, resume: bool = False, console: Console | None = None
         finally:
             cancelled = cancel_owned_jobs(out, study.executor)
             if cancelled:
-                console.print(f"cancelled {cancelled} job(s) of unfinished trials")
+                console.print(f"cancelled the jobs of unfinished trials: {', '.join(cancelled)}")
 
     report_path = None
     if report:

@@ -41,6 +41,8 @@ class Progress:
     def __exit__(self, *exc) -> None:
         self._live.update(self._table())
         self._live.__exit__(*exc)
+        if not self.console.is_terminal:
+            self.console.line()  # the last render ends without one
 
     def _row(self, variant: str, phase: str) -> Row:
         row = self.rows[(variant, phase)]

@@ -1,11 +1,11 @@
 """The Ray Tune trainable of one Tune trial: a configuration trained on its splits by submitit jobs.
 
 It never trains in the Ray worker (except executor `debug`, which runs the job in-process for
-debugging). It submits one job per split (a SLURM job array when there are several), follows the
-trial folders' `metrics.jsonl` and relays the splits in lockstep: step N returns when every split
-has finished epoch N, with the mean validation balanced accuracy over the splits, so ASHA can stop
-the trial. Stopping the trial cancels its jobs; a retry (`FailureConfig(max_failures)`) re-attaches
-to jobs still queued or running and resubmits the others, which resume from their checkpoints."""
+debugging). It submits one job per split, follows the trial folders' `metrics.jsonl` and relays
+the splits in lockstep: step N returns when every split has finished epoch N, with the mean
+validation balanced accuracy over the splits, so ASHA can stop the trial. Stopping the trial
+cancels its jobs; a retry (`FailureConfig(max_failures)`) re-attaches to jobs still queued or
+running and resubmits the others, which resume from their checkpoints."""
 from __future__ import annotations
 
 import math
@@ -65,9 +65,11 @@ class SplitsTrainable(tune.Trainable):
                 pending.append(t)
             else:
                 self.jobs[t.ref.trial_id] = job
-        if pending:
-            submitted = executors.submit_array([t.cfg for t in pending], [t.ref.dir for t in pending], executor)
-            self.jobs.update({t.ref.trial_id: job for t, job in zip(pending, submitted)})
+        # One job per split, not a job array: sacct lists an array cancelled while pending under
+        # its array id only, so submitit would never see its tasks end (state UNKNOWN), and a
+        # resumed driver would wait on them for ever.
+        for t in pending:
+            self.jobs[t.ref.trial_id] = executors.submit(t.cfg, t.ref.dir, executor)
 
     def step(self) -> dict:
         self.epoch += 1

@@ -1,0 +1,123 @@
+"""The study on the real local SLURM test cluster (slurm/testcluster/): every trial a SLURM job.
+A driver stopped with SIGTERM cancels the jobs it owns; a driver killed with SIGKILL leaves them
+running and `--resume` re-attaches to them instead of submitting again. And the launcher:
+`sbatch slurm/sweep.sbatch STUDY` runs the driver as a SLURM job that submits the trial jobs."""
+from __future__ import annotations
+
+import signal
+import time
+
+import pandas as pd
+import pytest
+from orchestrate_setup import (
+    REPO,
+    Driver,
+    epochs_of,
+    expected_trainings,
+    jobs_of,
+    run_attnsweep,
+    shrunk_study,
+    trial_dirs,
+)
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+EVAL_SETS = 3  # val, test, ood:shifted
+
+
+def _queued(cluster) -> set[str]:
+    """Ids of the jobs (array tasks too) still queued or running."""
+    out = cluster.run("squeue", "-h", "-o", "%i %A").stdout.split()
+    return set(out)
+
+
+def _wait_for(condition, what: str, driver: Driver | None = None, timeout_s: float = 900):
+    deadline = time.monotonic() + timeout_s
+    while not (found := condition()):
+        if driver is not None:
+            assert driver.proc.poll() is None, f"driver exited: {driver.log.name}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+    return found
+
+
+def _running_trials(out, cluster):
+    """Trial folders without a result whose last job is in the queue."""
+    queued = _queued(cluster)
+    return [d for d in trial_dirs(out) if not (d / "result.json").exists() and jobs_of(d)
+            and jobs_of(d)[-1] in queued]
+
+
+def test_slurm_study_cancels_on_sigterm_and_reattaches_after_sigkill(slurm_cluster, tmp_path):
+    study = shrunk_study(tmp_path, base="demo_slurm.yaml", name="slurmstudy", n_variants=1)
+    out = tmp_path / "out"
+    args = ("run", str(study), "--out", str(out), "--no-report")
+
+    # 1. SIGTERM mid-study: the driver cancels its jobs, none is left in the queue.
+    first = Driver(*args, env=slurm_cluster.env, log=tmp_path / "driver1.log")
+    try:
+        _wait_for(lambda: _running_trials(out, slurm_cluster), "a running trial job", first)
+        first.proc.send_signal(signal.SIGTERM)
+        assert first.proc.wait(timeout=120) == 130
+    finally:
+        first.cleanup()
+    owned = {j for d in trial_dirs(out) for j in jobs_of(d)}
+    assert owned
+    _wait_for(lambda: not (owned & _queued(slurm_cluster)), "the cancelled jobs to leave the queue", timeout_s=60)
+
+    # 2. --resume, then SIGKILL while trial jobs run: they stay in the queue.
+    second = Driver(*args, "--resume", env=slurm_cluster.env, log=tmp_path / "driver2.log")
+    try:
+        running = _wait_for(lambda: _running_trials(out, slurm_cluster), "a running trial job", second)
+        second.kill()
+    finally:
+        second.cleanup()
+    attached = {d: jobs_of(d) for d in running}
+    assert {ids[-1] for ids in attached.values()} <= _queued(slurm_cluster)  # SIGKILL cancels nothing
+
+    # 3. --resume again: the running jobs are re-attached (no new submission) and the study ends.
+    done = run_attnsweep(*args, "--resume", env=slurm_cluster.env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for d, ids in attached.items():
+        assert jobs_of(d) == ids, d
+        assert (d / "result.json").exists()
+    dirs = trial_dirs(out)
+    assert len(dirs) == expected_trainings(study)
+    assert all(epochs_of(d) == [1, 2] for d in dirs)
+    rows = pd.read_parquet(out / "results")
+    assert len(rows) == expected_trainings(study) * EVAL_SETS
+    assert not rows.duplicated(["trial_id", "eval_set"]).any()
+    assert set(rows["status"]) <= {"ok", "diverged"}
+    assert not ({j for d in dirs for j in jobs_of(d)} & _queued(slurm_cluster))
+
+
+def test_sbatch_launcher_runs_the_study_as_a_slurm_job(slurm_cluster, tmp_path):
+    study = shrunk_study(tmp_path, base="demo_slurm.yaml", name="sbatchstudy", n_variants=1,
+                         search={"algorithm": "tpe", "trials": 1, "seed": 0, "lr": {"low": 0.003, "high": 0.1}})
+    out = tmp_path / "out"
+    # The driver takes one of the test cluster's CPUs, so the trial jobs run one at a time.
+    submitted = slurm_cluster.run(
+        "sbatch", "--parsable", "--cpus-per-task=1", "--mem=3G", f"--output={tmp_path}/driver-%j.out",
+        str(REPO / "slurm" / "sweep.sbatch"), str(study), "--out", str(out))
+    driver_job = submitted.stdout.strip().split(";")[0]
+    log = tmp_path / f"driver-{driver_job}.out"
+
+    def ended() -> str:
+        state = slurm_cluster.run("sacct", "-n", "-X", "-j", driver_job, "-o", "State").stdout.split()
+        return state[0] if state and state[0] not in ("PENDING", "RUNNING", "REQUEUED") else ""
+
+    try:
+        state = _wait_for(ended, "the driver job", timeout_s=1500)
+    finally:
+        if not ended():
+            slurm_cluster.run("scancel", driver_job)
+    text = log.read_text() if log.exists() else "(no driver log)"
+    assert state == "COMPLETED", text[-4000:]
+    assert "sbatchstudy finished" in text and "mlflow ui --backend-store-uri" in text
+
+    rows = pd.read_parquet(out / "results")
+    assert len(rows) == expected_trainings(study) * EVAL_SETS
+    trial_jobs = {j for d in trial_dirs(out) for j in jobs_of(d)}
+    accounted = slurm_cluster.run("sacct", "-n", "-X", "-o", "JobID,State", "-S", "now-1hours").stdout
+    states = dict(line.split()[:2] for line in accounted.splitlines() if line.strip())
+    assert trial_jobs and all(states.get(j) == "COMPLETED" for j in trial_jobs), (trial_jobs, states)
+    assert (out / "report" / "index.html").exists()
