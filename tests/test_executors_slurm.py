@@ -1,6 +1,6 @@
-"""The `slurm` executor on the real local SLURM test cluster (slurm/testcluster/): a trial job, a
-2-node DDP job with its ranks on different nodes, scancel then resubmit, and submitit's requeue on
-the preemption signal and on the time limit."""
+"""The `slurm` executor on the real local SLURM test cluster (slurm/testcluster/): a job array of
+two trials, a 2-node DDP job with its ranks on different nodes, scancel then resubmit, and
+submitit's requeue on the preemption signal and on the time limit."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import pytest
 import submitit
 from trainer_setup import data_dir, read_lines, trial_config, wait_for_epoch  # noqa: F401
 
-from attnsweep.pipelines.executors import JOBS, ExecutorSpec, attach, job_ids, submit
+from attnsweep.pipelines.executors import JOBS, ExecutorSpec, attach, job_ids, submit, submit_array
 from attnsweep.pipelines.trainer import BEST, CHECKPOINT, CONFIG, METRICS, RESULT, train
 
 pytestmark = pytest.mark.slurm
@@ -56,20 +56,29 @@ def _runs(cluster, job_id: str) -> int:
     return len(out.split())
 
 
-def test_trial_job_writes_its_folder(slurm_cluster, monkeypatch, data_dir, tmp_path):  # noqa: F811
+def test_array_of_two_splits_writes_both_trial_folders(slurm_cluster, monkeypatch, data_dir, tmp_path):  # noqa: F811
     _use(slurm_cluster, monkeypatch)
     spec = _slurm(slurm_cluster)
-    job = submit(trial_config(data_dir, epochs=2), tmp_path, spec)
-    assert job_ids(tmp_path) == [job.job_id]
-    assert job.exception() is None, job.exception()
-    for name in (CONFIG, METRICS, CHECKPOINT, BEST, RESULT, JOBS):
-        assert (tmp_path / name).is_file(), name
-    assert (tmp_path / "submitit" / f"{job.job_id}_0_log.out").is_file()
-    result = json.loads((tmp_path / RESULT).read_text())
-    assert result["status"] == "ok" and result["epochs_run"] == 2 and result["world_size"] == 1
-    _wait_until_gone(slurm_cluster, job.job_id)
-    assert job.watcher.get_state(job.job_id, mode="force") == "COMPLETED"
-    assert attach(tmp_path, spec) is None  # finished: nothing to re-attach to
+    splits = ("search-0", "repeat-0")
+    cfgs = [trial_config(data_dir, epochs=2, split=split) for split in splits]
+    jobs = submit_array(cfgs, [tmp_path / split for split in splits], spec)
+    array_id = jobs[0].job_id.split("_")[0]
+    assert [job.job_id for job in jobs] == [f"{array_id}_0", f"{array_id}_1"]  # one SLURM job array
+    for job, split in zip(jobs, splits):
+        trial = tmp_path / split
+        assert job_ids(trial) == [job.job_id]
+        assert job.exception() is None, job.exception()
+        for name in (CONFIG, METRICS, CHECKPOINT, BEST, RESULT, JOBS):
+            assert (trial / name).is_file(), name
+        assert (tmp_path / "submitit" / f"{job.job_id}_0_log.out").is_file()
+        result = json.loads((trial / RESULT).read_text())
+        assert result["status"] == "ok" and result["epochs_run"] == 2 and result["world_size"] == 1
+        _wait_until_gone(slurm_cluster, job.job_id)
+        assert job.watcher.get_state(job.job_id, mode="force") == "COMPLETED"
+        assert attach(trial, spec) is None  # finished: nothing to re-attach to
+    # Different splits, different data: the two trials learned different things.
+    assert json.loads((tmp_path / splits[0] / RESULT).read_text())["metrics"] != \
+        json.loads((tmp_path / splits[1] / RESULT).read_text())["metrics"]
 
 
 def test_two_node_trial_has_ranks_on_both_nodes(slurm_cluster_2nodes, monkeypatch, data_dir, tmp_path):  # noqa: F811
