@@ -56,8 +56,9 @@ def setup() -> Dist:
     if _in_submitit_job() and "RANK" not in os.environ:
         from submitit.helpers import TorchDistributedEnvironment
 
-        # CUDA_VISIBLE_DEVICES stays as SLURM set it; the rank picks its GPU by local rank below.
-        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        # The job's own values win over any MASTER_ADDR/PORT inherited from the submitting shell;
+        # CUDA_VISIBLE_DEVICES stays as SLURM set it, the rank picks its GPU by local rank below.
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank = int(os.environ.get("RANK", 0))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
