@@ -68,7 +68,7 @@ def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
     model, memory_format = _model(cfg, d, num_classes)
     params = sum(p.numel() for p in model.parameters())
     optimizer = _optimizer(cfg, model)
-    scheduler = _scheduler(cfg, optimizer)
+    scheduler = lr_scheduler(cfg, optimizer)
     scaler = torch.amp.GradScaler(d.device.type, enabled=cfg.precision == "fp16")
 
     state = {"epoch": 0, "best_epoch": None, "best_score": -float("inf"), "best_model": None, "train_seconds": 0.0}
@@ -204,7 +204,7 @@ def _optimizer(cfg: TrialConfig, model: torch.nn.Module) -> torch.optim.Optimize
                              weight_decay=cfg.weight_decay)
 
 
-def _scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+def lr_scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
     """Stepped once per epoch."""
     sched = torch.optim.lr_scheduler
     if cfg.schedule == "step":

@@ -3,13 +3,14 @@ from a checkpoint whose metrics line was not yet written, divergence."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
 import torch
 from trainer_setup import comparable, data_dir, read_lines, trial_config  # noqa: F401 (fixture)
 
-from attnsweep.pipelines.trainer import BEST, CHECKPOINT, CONFIG, METRICS, RESULT, train
+from attnsweep.pipelines.trainer import BEST, CHECKPOINT, CONFIG, METRICS, RESULT, lr_scheduler, train
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +93,23 @@ def test_nan_loss_ends_the_trial_as_diverged(data_dir, tmp_path):  # noqa: F811
     assert result["epochs_run"] < 3
     assert json.loads((tmp_path / RESULT).read_text())["status"] == "diverged"
     assert len(read_lines(tmp_path)) == result["epochs_run"]  # only finite epochs are lines
+
+
+@pytest.mark.parametrize("settings, expected", [
+    # paper 000: SGD lr 0.1, x0.1 every 30 epochs, 100 epochs
+    (dict(lr=0.1, schedule="step", step_size=30, gamma=0.1), {1: 0.1, 30: 0.1, 31: 0.01, 61: 1e-3, 91: 1e-4}),
+    # paper 001: lr 0.05, x0.1 at 30, 60 and 90 % of the epochs
+    (dict(lr=0.05, schedule="multistep", milestones=(0.3, 0.6, 0.9)), {30: 0.05, 31: 5e-3, 61: 5e-4, 91: 5e-5}),
+    (dict(lr=0.1, schedule="cosine"), {1: 0.1, 51: 0.05, 100: 0.1 * (1 - math.cos(math.pi / 100)) / 2}),
+    (dict(lr=0.1, schedule="constant"), {1: 0.1, 100: 0.1}),
+])
+def test_paper_schedules(data_dir, settings, expected):  # noqa: F811
+    cfg = trial_config(data_dir, epochs=100, **settings)
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    scheduler = lr_scheduler(cfg, optimizer)
+    lrs = {}
+    for epoch in range(1, 101):  # the lr an epoch trains with; the trainer steps after each epoch
+        lrs[epoch] = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+    assert {e: lrs[e] for e in expected} == pytest.approx(expected)
