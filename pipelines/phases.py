@@ -57,12 +57,13 @@ def config_scores(out: Path, variant: str, n_splits: int) -> pd.DataFrame:
 
 def best_config(out: Path, variant: str, n_splits: int) -> dict[str, float]:
     """The highest mean validation balanced accuracy (at each split's selected epoch) among the
-    configurations whose every split finished `ok`; diverged, failed and stopped ones never win."""
+    configurations whose every split finished `ok`; diverged, failed and stopped ones never win.
+    A tie goes to the smaller lr, then the smaller weight decay (deterministic across resumes)."""
     scores = config_scores(out, variant, n_splits)
     ok = scores[scores["eligible"]]
     if ok.empty:
         raise RuntimeError(f"{variant}: no search configuration finished on every split; nothing to repeat")
-    best = ok.loc[ok["score"].idxmax()]
+    best = ok.sort_values(["score", "lr", "weight_decay"], ascending=[False, True, True]).iloc[0]
     return {"lr": float(best["lr"]), "weight_decay": float(best["weight_decay"])}
 
 

@@ -71,11 +71,16 @@ class SearchSettings(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _grid_lists(self) -> SearchSettings:
-        if self.algorithm == "grid":
-            for name in ("lr", "weight_decay"):
-                if not isinstance(getattr(self, name), list):
-                    raise ValueError(f"{name}: the grid algorithm needs an explicit list of values")
+    def _algorithm_fits_space(self) -> SearchSettings:
+        if isinstance(self.lr, list) and 0 in self.lr:
+            raise ValueError(f"lr: must be positive, got {self.lr}")
+        lists = [isinstance(getattr(self, name), list) for name in ("lr", "weight_decay")]
+        if self.algorithm == "grid" and not all(lists):
+            raise ValueError("lr, weight_decay: the grid algorithm needs an explicit list of values for both")
+        # TPE may propose a point of a finite space twice, and two trials of one configuration
+        # would share their trial folders; lists only (more than one point) is a grid.
+        if self.algorithm == "tpe" and all(lists) and not self.fixed():
+            raise ValueError("algorithm: tpe needs a log-uniform range for lr or weight_decay; for lists use grid")
         return self
 
     def fixed(self) -> dict[str, float] | None:

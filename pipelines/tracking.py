@@ -40,12 +40,14 @@ def code_version() -> str:
 
 
 def unfinished_result(trial_dir: Path, status: str, error: str | None = None) -> dict[str, Any]:
-    """The record of a trial without a final result: its best validation epoch so far."""
+    """The record of a trial without a final result. A stopped one keeps its best validation
+    epoch so far (what ASHA judged it by); a failed one has no metrics."""
     epochs = read_epochs(trial_dir)
     best = max(epochs, key=lambda e: (e.get("val") or {}).get("balanced_accuracy") or 0.0, default=None)
+    kept = best if status == "stopped" else None
     return {"status": status, "error": error, "epochs_run": len(epochs),
-            "best_epoch": best["epoch"] if best else None,
-            "metrics": {"val": best["val"]} if best else {}}
+            "best_epoch": kept["epoch"] if kept else None,
+            "metrics": {"val": kept["val"]} if kept else {}}
 
 
 class Recorder:

@@ -38,9 +38,11 @@ def shrunk_study(tmp_path: Path, base: str = "demo.yaml", name: str = "shrunk", 
 
 
 def expected_trainings(study_file: Path) -> int:
-    s = yaml.safe_load(study_file.read_text())
-    per_variant = s["search"]["trials"] * s["splits"]["search_splits"] + s["splits"]["repeat_splits"]
-    return len(s["variants"]) * per_variant
+    """variants x (configurations x search splits + repeat splits)"""
+    from attnsweep.pipelines.study import load_study
+
+    s = load_study(study_file)
+    return len(s.variants) * (s.search.n_configs() * s.splits.search_splits + s.splits.repeat_splits)
 
 
 def run_attnsweep(*args: str, env: dict | None = None, timeout: float = 1500) -> subprocess.CompletedProcess[str]:

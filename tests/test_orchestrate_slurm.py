@@ -4,6 +4,7 @@ running and `--resume` re-attaches to them instead of submitting again. And the 
 `sbatch slurm/sweep.sbatch STUDY` runs the driver as a SLURM job that submits the trial jobs."""
 from __future__ import annotations
 
+import json
 import signal
 import time
 
@@ -41,14 +42,16 @@ def _wait_for(condition, what: str, driver: Driver | None = None, timeout_s: flo
 
 
 def _running_trials(out, cluster):
-    """Trial folders without a result whose last job is in the queue."""
+    """Trial folders of the sound learning rate without a result whose last job is in the queue."""
     queued = _queued(cluster)
     return [d for d in trial_dirs(out) if not (d / "result.json").exists() and jobs_of(d)
-            and jobs_of(d)[-1] in queued]
+            and jobs_of(d)[-1] in queued and json.loads((d / "config.json").read_text())["lr"] == 0.02]
 
 
 def test_slurm_study_cancels_on_sigterm_and_reattaches_after_sigkill(slurm_cluster, tmp_path):
-    study = shrunk_study(tmp_path, base="demo_slurm.yaml", name="slurmstudy", n_variants=1)
+    # A grid with a learning rate that diverges: recorded as such, never the one repeated.
+    study = shrunk_study(tmp_path, base="demo_slurm.yaml", name="slurmstudy", n_variants=1,
+                         search={"algorithm": "grid", "lr": [0.02, 1e6], "weight_decay": [0.0]})
     out = tmp_path / "out"
     args = ("run", str(study), "--out", str(out), "--no-report")
 
@@ -82,11 +85,15 @@ def test_slurm_study_cancels_on_sigterm_and_reattaches_after_sigkill(slurm_clust
         assert (d / "result.json").exists()
     dirs = trial_dirs(out)
     assert len(dirs) == expected_trainings(study)
-    assert all(epochs_of(d) == [1, 2] for d in dirs)
     rows = pd.read_parquet(out / "results")
     assert len(rows) == expected_trainings(study) * EVAL_SETS
     assert not rows.duplicated(["trial_id", "eval_set"]).any()
-    assert set(rows["status"]) <= {"ok", "diverged"}
+    status = rows.groupby("lr")["status"].unique()
+    assert list(status[1e6]) == ["diverged"] and list(status[0.02]) == ["ok"]
+    assert set(rows.loc[rows["phase"] == "repeat", "lr"]) == {0.02}
+    ok = set(rows.loc[rows["status"] == "ok", "trial_id"])
+    for d in dirs:  # every epoch trained once; the diverged ones stopped in their first
+        assert epochs_of(d) == ([1, 2] if d.name in ok else []), d
     assert not ({j for d in dirs for j in jobs_of(d)} & _queued(slurm_cluster))
 
 

@@ -53,6 +53,8 @@ DEMO = next(p for p in STUDIES if p.stem == "demo")
     (lambda d: d["variants"].append("resnet18"), "variants"),
     (lambda d: d["search"].update(lr={"low": 0.1, "high": 0.01}), "search.lr"),
     (lambda d: d["search"].update(algorithm="grid"), "search"),
+    (lambda d: d["search"].update(lr=[0.1, 0.01]), "search"),
+    (lambda d: d["search"].update(algorithm="grid", lr=[0.0, 0.1]), "search"),
     (lambda d: d["train"].update(optimizer="adam"), "train.optimizer"),
     (lambda d: d["train"].update(epochs=0), "train.epochs"),
     (lambda d: d.update(unknown_key=1), "unknown_key"),

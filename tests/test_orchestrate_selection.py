@@ -1,0 +1,109 @@
+"""How the driver records trials that ended without a final result (failed, stopped) and which
+search configuration it repeats: trial folders in the trainer's format, recorded through the real
+MLflow (sqlite) and Parquet writers, then read back."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from attnsweep.pipelines import parquet_store
+from attnsweep.pipelines.mlflow_store import MlflowStore
+from attnsweep.pipelines.phases import best_config, config_scores
+from attnsweep.pipelines.plan import make_trial
+from attnsweep.pipelines.study import load_study
+from attnsweep.pipelines.tracking import Recorder
+
+DEMO = Path(__file__).resolve().parents[1] / "studies" / "demo.yaml"
+VARIANT = "resnet18"
+
+
+def _metrics(ba: float) -> dict:
+    return {"balanced_accuracy": ba, "accuracy": ba, "auc_roc": 0.7, "loss": 0.5, "n_samples": 20,
+            "per_class_recall": [ba] * 3, "confusion_matrix": [[5, 1, 0], [1, 5, 1], [0, 1, 6]]}
+
+
+def _trial(study, out, split, lr, val_bas, status=None):
+    """A search trial folder: one metrics line per entry of `val_bas`, and a result when `status`."""
+    trial = make_trial(study, out, "search", VARIANT, split, lr, 0.0, out / "data")
+    d = trial.ref.dir
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps(trial.cfg.model_dump(mode="json")))
+    lines = [{"epoch": e, "train_loss": 1.0, "lr": lr, "seconds": 1.0, "images_per_s": 10.0,
+              "val": {"balanced_accuracy": ba, "accuracy": ba, "auc_roc": 0.7, "loss": 0.5}}
+             for e, ba in enumerate(val_bas, 1)]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    if status:
+        best = max(val_bas) if val_bas else None
+        metrics = {} if status == "diverged" else {"val": _metrics(best), "test": _metrics(best - 0.1)}
+        (d / "result.json").write_text(json.dumps({
+            "status": status, "world_size": 1, "hosts": ["h"], "best_epoch": val_bas.index(best) + 1 if best else None,
+            "epochs_run": len(val_bas), "n_train": 60, "params": 1000, "train_seconds": 1.0, "gpu_seconds": 0.0,
+            "metrics": metrics}))
+    return trial
+
+
+@pytest.fixture
+def recorded(tmp_path):
+    study = load_study(DEMO)
+    out = tmp_path
+    store = MlflowStore(f"sqlite:///{out / 'mlflow.db'}", study.name, out)
+    recorder = Recorder(study, out, store, ["val", "test"], ["nevus", "melanoma", "other"])
+    t = {}
+    t["a"] = [_trial(study, out, s, 0.01, [0.5, 0.6], "ok") for s in ("search-0", "search-1")]
+    t["b"] = [_trial(study, out, "search-0", 0.02, [0.9, 0.9], "ok"), _trial(study, out, "search-1", 0.02, [], "diverged")]
+    t["c"] = [_trial(study, out, "search-0", 0.03, [0.7, 0.7], "ok"), _trial(study, out, "search-1", 0.03, [0.4])]
+    t["d"] = [_trial(study, out, s, 0.04, [0.95]) for s in ("search-0", "search-1")]
+    t["e"] = [_trial(study, out, s, 0.005, [0.6, 0.4], "ok") for s in ("search-0", "search-1")]
+    for key in "abe":
+        for trial in t[key]:
+            recorder.close(trial, "stopped")  # has a final result: recorded with it
+    for trial in t["b"] + t["c"][:1]:
+        assert recorder.record_finished(trial)
+    recorder.close(t["c"][1], "failed", "RuntimeError: boom")
+    for trial in t["d"]:
+        recorder.close(trial, "stopped")  # ASHA stopped it after one epoch
+    return study, out, recorder, t
+
+
+def test_unfinished_trials_are_recorded_with_their_status(recorded):
+    study, out, recorder, t = recorded
+    rows = parquet_store.read(out).to_pandas()
+    assert len(rows) == 10 * 2  # 10 trials x (val, test)
+    by_trial = rows.set_index(["trial_id", "eval_set"])
+    failed = by_trial.loc[(t["c"][1].ref.trial_id, "val")]
+    assert failed["status"] == "failed" and failed["balanced_accuracy"] != failed["balanced_accuracy"]  # NaN
+    stopped = by_trial.loc[(t["d"][0].ref.trial_id, "val")]
+    assert stopped["status"] == "stopped" and stopped["balanced_accuracy"] == pytest.approx(0.95)
+    assert by_trial.loc[(t["d"][0].ref.trial_id, "test")]["balanced_accuracy"] != by_trial.loc[(t["d"][0].ref.trial_id, "test")]["balanced_accuracy"]
+    assert by_trial.loc[(t["b"][1].ref.trial_id, "val")]["status"] == "diverged"
+    assert not (t["a"][0].ref.dir / "checkpoint.pt").exists()
+
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    status = {r.data.tags["attnsweep.trial_id"]: (r.info.status, r.data.tags["attnsweep.status"])
+              for r in client.search_runs([recorder.store.experiment_id]) if "attnsweep.trial_id" in r.data.tags}
+    assert status[t["c"][1].ref.trial_id] == ("FAILED", "failed")
+    assert status[t["d"][0].ref.trial_id] == ("KILLED", "stopped")
+    assert status[t["b"][1].ref.trial_id] == ("FINISHED", "diverged")
+    assert len(status) == 10
+
+    # Recording again (a resumed driver) adds nothing and opens no run.
+    for trials in t.values():
+        for trial in trials:
+            recorder.close(trial, "stopped")
+    assert parquet_store.read(out).num_rows == 20
+    assert len([r for r in client.search_runs([recorder.store.experiment_id]) if "attnsweep.trial_id" in r.data.tags]) == 10
+
+
+def test_best_configuration_excludes_diverged_failed_and_stopped(recorded):
+    study, out, _, _ = recorded
+    scores = config_scores(out, VARIANT, n_splits=2).set_index("lr")
+    assert scores.loc[0.01, "score"] == pytest.approx(0.6) and scores.loc[0.01, "eligible"]
+    assert scores.loc[0.02, "score"] == 0.0 and not scores.loc[0.02, "eligible"]  # a split diverged
+    assert scores.loc[0.03, "score"] is None or scores.loc[0.03, "score"] != scores.loc[0.03, "score"]  # failed
+    assert not scores.loc[0.03, "eligible"]
+    assert scores.loc[0.04, "score"] == pytest.approx(0.95) and not scores.loc[0.04, "eligible"]  # stopped
+    # 0.01 and 0.005 tie at 0.6: the smaller lr wins; the stopped 0.95 and diverged 0.9 never do
+    assert best_config(out, VARIANT, n_splits=2) == {"lr": 0.005, "weight_decay": 0.0}
