@@ -28,15 +28,16 @@ def _slurm(cluster, **resources) -> ExecutorSpec:
     return ExecutorSpec(kind="slurm", slurm={"partition": cluster.partition, "timeout_min": 10, **resources})
 
 
-def _wait_until_gone(cluster, job_id: str, timeout_s: float = 60) -> None:
-    """Until the job has left the queue, i.e. its processes ended (a cancelled job is CANCELLED in
-    sacct at once, but its steps live on until SIGKILL)."""
+def _wait_until_ended(cluster, job, timeout_s: float = 60) -> str:
+    """Until the job has left the queue (its processes ended: a cancelled job is CANCELLED at once,
+    but its steps live on until SIGKILL) and accounting, which lags, has its final state; returns it."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not cluster.run("squeue", "-h", "-j", job_id, "-o", "%T").stdout.strip():
-            return
+        queued = cluster.run("squeue", "-h", "-j", job.job_id, "-o", "%T").stdout.strip()
+        if not queued and job.watcher.is_done(job.job_id, mode="force"):
+            return job.watcher.get_state(job.job_id, mode="cache")
         time.sleep(0.5)
-    raise AssertionError(f"job {job_id} still in the queue after {timeout_s} s")
+    raise AssertionError(f"job {job.job_id} has not ended after {timeout_s} s")
 
 
 def _finish_with_requeues(cluster, job, timeout_s: float = 240) -> None:
@@ -73,8 +74,7 @@ def test_array_of_two_splits_writes_both_trial_folders(slurm_cluster, monkeypatc
         assert (tmp_path / "submitit" / f"{job.job_id}_0_log.out").is_file()
         result = json.loads((trial / RESULT).read_text())
         assert result["status"] == "ok" and result["epochs_run"] == 2 and result["world_size"] == 1
-        _wait_until_gone(slurm_cluster, job.job_id)
-        assert job.watcher.get_state(job.job_id, mode="force") == "COMPLETED"
+        assert _wait_until_ended(slurm_cluster, job) == "COMPLETED"
         assert attach(trial, spec) is None  # finished: nothing to re-attach to
     # Different splits, different data: the two trials learned different things.
     assert json.loads((tmp_path / splits[0] / RESULT).read_text())["metrics"] != \
@@ -100,8 +100,7 @@ def test_scancel_then_resubmit_resumes_after_the_last_finished_epoch(slurm_clust
     wait_for_epoch(tmp_path, 2, first)
     assert attach(tmp_path, spec).job_id == first.job_id  # still running: a driver can re-attach
     first.cancel()
-    _wait_until_gone(slurm_cluster, first.job_id)
-    assert first.watcher.get_state(first.job_id, mode="force").startswith("CANCELLED")
+    assert _wait_until_ended(slurm_cluster, first).startswith("CANCELLED")
     k = len(read_lines(tmp_path))
     assert 2 <= k < 20, "the cancel came too late to test a resume"
 
