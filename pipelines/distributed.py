@@ -26,9 +26,14 @@ class Dist:
         return self.rank == 0
 
 
-def _in_submitit_job() -> bool:
-    # DebugExecutor runs in-process with one task: no process group needed.
-    return os.environ.get("SUBMITIT_EXECUTOR") in ("slurm", "local")
+def submitit_job():
+    """The submitit JobEnvironment of this process's slurm or local job task, else None (also in
+    a `debug` job, which runs in the caller's process as a single rank)."""
+    if os.environ.get("SUBMITIT_EXECUTOR") not in ("slurm", "local"):
+        return None
+    from submitit import JobEnvironment
+
+    return JobEnvironment()
 
 
 def _local_address(peer: str) -> str:
@@ -53,7 +58,7 @@ def cpu_threads(local_world_size: int) -> int:
 
 
 def setup() -> Dist:
-    if _in_submitit_job() and "RANK" not in os.environ:
+    if submitit_job() is not None and "RANK" not in os.environ:
         from submitit.helpers import TorchDistributedEnvironment
 
         # The job's own values win over any MASTER_ADDR/PORT inherited from the submitting shell;

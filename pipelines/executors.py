@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from attnsweep.pipelines import checkpoint
+from attnsweep.pipelines.distributed import submitit_job
 from attnsweep.pipelines.trainer import RESULT, claim_folder, train
 from attnsweep.pipelines.trial_config import TrialConfig, TrialConfigError
 
@@ -81,9 +82,8 @@ class TrialJob(Checkpointable):
 
 
 def _rank() -> int:
-    if os.environ.get("SUBMITIT_EXECUTOR") in ("slurm", "local"):
-        return submitit.JobEnvironment().global_rank
-    return int(os.environ.get("RANK", 0))
+    job = submitit_job()
+    return job.global_rank if job is not None else int(os.environ.get("RANK", 0))
 
 
 def validate(cfg: TrialConfig, executor: ExecutorSpec) -> None:

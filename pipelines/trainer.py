@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import random
 import time
 from pathlib import Path
@@ -83,7 +82,8 @@ def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
     sampler = DistributedSampler(train_set, num_replicas=d.world_size, rank=d.rank, shuffle=True, seed=cfg.seed)
     evaluate_on = functools.partial(evaluate, model, d=d, batch_size=per_rank_batch, amp_dtype=amp_dtype,
                                     memory_format=memory_format, num_classes=num_classes, num_workers=cfg.num_workers)
-    job_id = _job_id()
+    job = distributed.submitit_job()
+    job_id = job.job_id if job is not None else None
     diverged = False
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
@@ -250,14 +250,6 @@ def _append_line(path: Path, line: dict) -> None:
 def _generator(seed: int, epoch: int, rank: int) -> torch.Generator:
     """Seeds the loader's worker processes from (seed, epoch, rank), whatever ran before."""
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0]))
-
-
-def _job_id() -> str | None:
-    if os.environ.get("SUBMITIT_EXECUTOR") in ("slurm", "local"):
-        from submitit import JobEnvironment
-
-        return JobEnvironment().job_id
-    return None
 
 
 def _train_epoch(model, loader, optimizer, scaler, device, amp_dtype, memory_format) -> tuple[torch.Tensor, int]:
