@@ -45,14 +45,19 @@ def run(
 
     from rich.console import Console
 
+    from attnsweep.data import DataError
     from attnsweep.pipelines.orchestrate import StudyExists, run_study
+    from attnsweep.pipelines.phases import NoEligibleConfig
+    from attnsweep.pipelines.trial_config import TrialConfigError
 
     # Without a terminal (a log file, a SLURM job) rich would wrap at 80 columns.
     console = Console() if Console().is_terminal else Console(width=120, soft_wrap=True)
     try:
         result = run_study(study, resume=resume, console=console, report=not no_report)
-    except StudyExists as e:
+    except (StudyExists, DataError, TrialConfigError) as e:
         _fail(str(e))
+    except NoEligibleConfig as e:
+        _fail(str(e), code=1)
     except KeyboardInterrupt:
         console.print("interrupted: unfinished trials' jobs were cancelled; `--resume` finishes the study")
         raise typer.Exit(130) from None

@@ -20,7 +20,7 @@ from rich.console import Console
 
 from attnsweep.pipelines import executors
 from attnsweep.pipelines.plan import phase_splits
-from attnsweep.pipelines.study import Study
+from attnsweep.pipelines.study import LogRange, Study
 from attnsweep.pipelines.tune_trainable import final_result
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,29 @@ def cancel_owned_jobs(out: Path, executor) -> list[str]:
     return cancelled
 
 
+def preflight(study: Study, out: Path, data_dir: Path, n_train: int) -> None:
+    """Fail before any job with one line for what only the prepared data or the executor can tell:
+    a trial configuration of each variant (e.g. milestones), the batch against the ranks and the
+    smallest training set."""
+    from pydantic import ValidationError
+
+    from attnsweep.pipelines.plan import make_trial
+    from attnsweep.pipelines.trial_config import TrialConfigError, one_line
+
+    s = study.search
+    lr = s.lr.low if isinstance(s.lr, LogRange) else s.lr[0]
+    wd = s.weight_decay.low if isinstance(s.weight_decay, LogRange) else s.weight_decay[0]
+    for variant in study.variants:
+        try:
+            trial = make_trial(study, out, "repeat", variant, "repeat-0", lr, wd, data_dir)
+        except ValidationError as err:
+            raise TrialConfigError(one_line(err, f"study {study.name}, {variant}")) from None
+        executors.validate(trial.cfg, study.executor)
+    if study.train.batch_size > n_train:
+        raise TrialConfigError(f"train.batch_size: {study.train.batch_size} is larger than the training set "
+                               f"of a split ({n_train} images)")
+
+
 def check_output_folder(out: Path, resume: bool) -> None:
     if not resume and (out / "trials").exists() and any((out / "trials").iterdir()):
         raise StudyExists(f"{out}: holds trials of an earlier run; pass --resume to finish it, or use another --out")
@@ -127,6 +150,7 @@ def run_study(study: Study, resume: bool = False, console: Console | None = None
     console.print(f"[bold]{study.name}[/]: preparing {study.dataset_label} at {study.image_size}px in {out / 'data'}")
     data_dir = prepare(study.dataset, study.splits, study.image_size, out, ood=study.ood)
     first = load_split(data_dir, study.splits.names()[0])
+    preflight(study, out, data_dir, min(len(load_split(data_dir, s).sets["train"]) for s in study.splits.names()))
     eval_sets = [name for name in first.sets if name != "train"]
     tracking_uri = study.tracking_uri or default_tracking_uri(out)
     recorder = Recorder(study, out, MlflowStore(tracking_uri, study.name, out), eval_sets, first.class_names)

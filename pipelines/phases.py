@@ -30,6 +30,10 @@ from attnsweep.pipelines.tune_trainable import DIVERGED_SCORE, SplitsTrainable
 METRIC, SCORE = "val_balanced_accuracy", "score"
 
 
+class NoEligibleConfig(RuntimeError):
+    """Every search configuration of a variant diverged, failed or was stopped."""
+
+
 def _val_rows(out: Path, phase: str, variant: str) -> pd.DataFrame:
     rows = parquet_store.read(out).to_pandas()
     return rows[(rows["phase"] == phase) & (rows["variant"] == variant) & (rows["eval_set"] == "val")]
@@ -62,7 +66,8 @@ def best_config(out: Path, variant: str, n_splits: int) -> dict[str, float]:
     scores = config_scores(out, variant, n_splits)
     ok = scores[scores["eligible"]]
     if ok.empty:
-        raise RuntimeError(f"{variant}: no search configuration finished on every split; nothing to repeat")
+        raise NoEligibleConfig(f"{variant}: no search configuration finished ok on every split (see "
+                               f"{out / 'results'}); nothing to repeat")
     best = ok.sort_values(["score", "lr", "weight_decay"], ascending=[False, True, True]).iloc[0]
     return {"lr": float(best["lr"]), "weight_decay": float(best["weight_decay"])}
 
@@ -119,7 +124,7 @@ def _tuner(study: Study, out: Path, phase: str, variant: str, data_dir: Path, re
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(num_samples=num_samples, search_alg=search_alg, scheduler=scheduler,
-                                    max_concurrent_trials=study.max_concurrent, reuse_actors=False),
+                                    max_concurrent_trials=study.max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(
             name=f"{phase}-{variant}", storage_path=str(out / "tune"), verbose=0,
             callbacks=[TrackerCallback(recorder, phase, variant, data_dir, progress)],

@@ -52,15 +52,27 @@ class TrialFailed(RuntimeError):
 class SplitsTrainable(tune.Trainable):
     def setup(self, config: dict, *, study: Study, phase: str, variant: str, out: str, data_dir: str,
               executor: ExecutorSpec, poll_s: float = 1.0) -> None:
-        self.executor, self.poll_s = executor, poll_s
-        self.trials: list[Trial] = tune_trials(study, Path(out), phase, variant, config, Path(data_dir))
+        self.study, self.phase, self.variant, self.out = study, phase, variant, Path(out)
+        self.data_dir, self.executor, self.poll_s = Path(data_dir), executor, poll_s
+        self._start(config)
+
+    def reset_config(self, new_config: dict) -> bool:
+        """Tune reuses this actor for the next trial (`reuse_actors`): no new worker process, no
+        new imports. Jobs the previous trial left (it was stopped) are cancelled first."""
+        self.cleanup()
+        self._start(new_config)
+        return True
+
+    def _start(self, config: dict) -> None:
+        """Re-attach to the jobs of splits still queued or running, submit the others."""
+        self.trials: list[Trial] = tune_trials(self.study, self.out, self.phase, self.variant, config, self.data_dir)
         self.jobs: dict[str, object] = {}  # trial_id -> submitit job, for the splits not done yet
         self.epoch = 0
         pending = []
         for t in self.trials:
             if final_result(t.ref.dir) is not None:
                 continue
-            job = executors.attach(t.ref.dir, executor)
+            job = executors.attach(t.ref.dir, self.executor)
             if job is None:
                 pending.append(t)
             else:
@@ -69,7 +81,7 @@ class SplitsTrainable(tune.Trainable):
         # its array id only, so submitit would never see its tasks end (state UNKNOWN), and a
         # resumed driver would wait on them for ever.
         for t in pending:
-            self.jobs[t.ref.trial_id] = executors.submit(t.cfg, t.ref.dir, executor)
+            self.jobs[t.ref.trial_id] = executors.submit(t.cfg, t.ref.dir, self.executor)
 
     def step(self) -> dict:
         self.epoch += 1
