@@ -1,6 +1,8 @@
 """`attnsweep run` end to end with real Ray Tune, real submitit (local executor) and a real MLflow
-server, on the demo study shrunk by a fixture; and a driver SIGKILLed mid-study that `--resume`
-finishes without training a finished trial again and without a duplicate row or run."""
+server, on the demo study shrunk by a fixture. The driver is SIGKILLed mid-study and `--resume`
+finishes it: no finished trial is trained again, no epoch twice, no duplicate row or run; then
+the rows, the choice of the repeated configuration and the MLflow runs are checked. (One study
+run serves both, to keep the suite short; the SLURM tests run a study without interruption.)"""
 from __future__ import annotations
 
 import time
@@ -21,71 +23,16 @@ from orchestrate_setup import (
 
 pytestmark = pytest.mark.slow
 EVAL_SETS = {"val", "test", "ood:shifted"}
+VARIANTS, CONFIGS, SEARCH_SPLITS, REPEAT_SPLITS = ["resnet18", "resnet18+se"], 2, 2, 2
 
 
-def _children(client: MlflowClient, study: str) -> list:
-    exp = client.get_experiment_by_name(study)
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    return [r for r in runs if "attnsweep.trial_id" in r.data.tags], runs
-
-
-def test_demo_study_end_to_end(tmp_path, mlflow_server):  # noqa: F811
-    study = shrunk_study(tmp_path, name="e2e")
-    out = tmp_path / "out"
-    t0 = time.monotonic()
-    done = run_attnsweep("run", str(study), "--out", str(out), "--tracking-uri", mlflow_server)
-    wall = time.monotonic() - t0
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    print(f"shrunk demo: {expected_trainings(study)} trainings in {wall:.0f} s")
-    assert f"results (Parquet): {out / 'results'}" in done.stdout and "report:" in done.stdout
-
-    rows = pd.read_parquet(out / "results")
-    variants, trials, splits, repeats = ["resnet18", "resnet18+se"], 2, 2, 2
-    assert len(rows) == len(variants) * (trials * splits + repeats) * len(EVAL_SETS)
-    assert not rows.duplicated(["trial_id", "eval_set"]).any()
-    assert set(rows["eval_set"]) == EVAL_SETS and set(rows["status"]) <= {"ok", "diverged"}
-    for variant in variants:
-        mine = rows[rows["variant"] == variant]
-        search, repeat = mine[mine["phase"] == "search"], mine[mine["phase"] == "repeat"]
-        assert search["config_hash"].nunique() == trials
-        assert all(set(g["split"]) == {"search-0", "search-1"} for _, g in search.groupby("config_hash"))
-        assert sorted(repeat["split"].unique()) == ["repeat-0", "repeat-1"]
-        # the repeated configuration is the search's best mean validation balanced accuracy
-        val = search[search["eval_set"] == "val"].groupby(["lr", "weight_decay"])["balanced_accuracy"].mean()
-        best = val[val == val.max()].index.min()  # a tie goes to the smaller lr, then weight decay
-        assert {tuple(x) for x in repeat[["lr", "weight_decay"]].drop_duplicates().values} == {best}
-    paired = rows[rows["phase"] == "repeat"].groupby("variant")["seed"].apply(sorted)
-    assert paired.iloc[0] == paired.iloc[1]  # every variant on the same repeat splits
-
-    client = MlflowClient(mlflow_server)
-    children, runs = _children(client, "e2e")
-    assert len(children) == expected_trainings(study)
-    assert {r.info.status for r in runs} == {"FINISHED"}
-    by_trial = {r.data.tags["attnsweep.trial_id"]: r for r in children}
-    for row in rows[rows["eval_set"] == "test"].itertuples():
-        run = by_trial[row.trial_id]
-        assert row.mlflow_run_id == run.info.run_id
-        assert run.data.metrics["final_test_balanced_accuracy"] == pytest.approx(row.balanced_accuracy)
-        assert run.data.tags["attnsweep.status"] == row.status
-    one = children[0].info.run_id
-    assert sorted(m.step for m in client.get_metric_history(one, "val_balanced_accuracy")) == [1, 2]
-    assert "confusion_matrix_test.png" in {f.path for f in client.list_artifacts(one)}
-    kinds = [r.data.tags.get("attnsweep.kind") for r in runs]
-    assert kinds.count("parent") == 2 * len(variants) and kinds.count("study") == 1
-    assert (out / "report" / "index.html").exists()
-
-    export = tmp_path / "all.parquet"
-    assert run_attnsweep("export", str(out), "--to", str(export)).returncode == 0
-    assert len(pd.read_parquet(export)) == len(rows)
-
-
-def test_killed_driver_resumes_without_training_twice(tmp_path):
-    study = shrunk_study(tmp_path, name="resume", n_variants=1)
-    out = tmp_path / "out"
-    driver = Driver("run", str(study), "--out", str(out), "--no-report", log=tmp_path / "driver.log")
+def _kill_mid_study(study, out, tmp_path, *args) -> None:
+    """Start the driver; SIGKILL it once a trial is recorded and another has finished epochs but
+    no result yet."""
+    driver = Driver("run", str(study), "--out", str(out), *args, log=tmp_path / "driver.log")
     try:
         deadline = time.monotonic() + 1200
-        while True:  # mid-study: a trial recorded, and one with finished epochs but no result yet
+        while True:
             recorded = list((out / "results").glob("*.parquet"))
             in_flight = [d for d in trial_dirs(out) if epochs_of(d) and not (d / "result.json").exists()]
             if recorded and in_flight:
@@ -96,25 +43,72 @@ def test_killed_driver_resumes_without_training_twice(tmp_path):
         driver.kill()
     finally:
         driver.cleanup()
+
+
+def test_demo_study_killed_and_resumed_end_to_end(tmp_path, mlflow_server):  # noqa: F811
+    study = shrunk_study(tmp_path, name="e2e")
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    _kill_mid_study(study, out, tmp_path, "--tracking-uri", mlflow_server)
     before = {d: (jobs_of(d), (d / "result.json").exists()) for d in trial_dirs(out)}
     recorded = {p: p.stat().st_mtime_ns for p in (out / "results").glob("*.parquet")}
 
-    done = run_attnsweep("run", str(study), "--out", str(out), "--resume")
+    done = run_attnsweep("run", str(study), "--out", str(out), "--tracking-uri", mlflow_server, "--resume")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    n = expected_trainings(study)
+    print(f"\nshrunk demo: {n} trainings in {time.monotonic() - t0:.0f} s; at the kill {len(recorded)} recorded, "
+          f"{sum(1 for ids, fin in before.values() if ids and not fin)} in flight")
+    assert f"results (Parquet): {out / 'results'}" in done.stdout and "report:" in done.stdout
 
+    # Resume: finished trials were not started again, every epoch trained once, rows untouched.
     dirs = trial_dirs(out)
-    assert len(dirs) == expected_trainings(study)
+    assert len(dirs) == n
     for d in dirs:
-        assert epochs_of(d) == [1, 2], d  # every epoch trained once
+        assert epochs_of(d) == [1, 2], d
         if d in before and before[d][1]:
-            assert jobs_of(d) == before[d][0], d  # finished before the kill: not started again
+            assert jobs_of(d) == before[d][0], d
     in_flight = [d for d in before if not before[d][1] and before[d][0]]
     assert in_flight and all(len(jobs_of(d)) <= len(before[d][0]) + 1 for d in in_flight)  # resumed, once
-    assert all(p.stat().st_mtime_ns == t for p, t in recorded.items())  # recorded rows untouched
+    assert all(p.stat().st_mtime_ns == t for p, t in recorded.items())
 
+    # Rows: variants x (configurations x search splits + repeat splits) x evaluated sets, once each.
     rows = pd.read_parquet(out / "results")
-    assert len(rows) == expected_trainings(study) * len(EVAL_SETS)
+    assert len(rows) == len(VARIANTS) * (CONFIGS * SEARCH_SPLITS + REPEAT_SPLITS) * len(EVAL_SETS) == n * 3
     assert not rows.duplicated(["trial_id", "eval_set"]).any()
-    children, _ = _children(MlflowClient(f"sqlite:///{out / 'mlflow.db'}"), "resume")
+    assert set(rows["eval_set"]) == EVAL_SETS and set(rows["status"]) <= {"ok", "diverged"}
+    for variant in VARIANTS:
+        mine = rows[rows["variant"] == variant]
+        search, repeat = mine[mine["phase"] == "search"], mine[mine["phase"] == "repeat"]
+        assert search["config_hash"].nunique() == CONFIGS  # a resumed search asks for no extra one
+        assert all(set(g["split"]) == {"search-0", "search-1"} for _, g in search.groupby("config_hash"))
+        assert sorted(repeat["split"].unique()) == ["repeat-0", "repeat-1"]
+        # the repeated configuration is the search's best mean validation balanced accuracy
+        val = search[search["eval_set"] == "val"].groupby(["lr", "weight_decay"])["balanced_accuracy"].mean()
+        best = val[val == val.max()].index.min()  # a tie goes to the smaller lr, then weight decay
+        assert {tuple(x) for x in repeat[["lr", "weight_decay"]].drop_duplicates().values} == {best}
+    paired = rows[rows["phase"] == "repeat"].groupby("variant")["seed"].apply(sorted)
+    assert paired.iloc[0] == paired.iloc[1]  # every variant on the same repeat splits
+
+    # MLflow on the server holds the same runs, once each.
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("e2e")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    children = [r for r in runs if "attnsweep.trial_id" in r.data.tags]
     assert sorted(r.data.tags["attnsweep.trial_id"] for r in children) == sorted(rows["trial_id"].unique())
-    assert {r.info.status for r in children} == {"FINISHED"}
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    by_trial = {r.data.tags["attnsweep.trial_id"]: r for r in children}
+    for row in rows[rows["eval_set"] == "test"].itertuples():
+        run = by_trial[row.trial_id]
+        assert row.mlflow_run_id == run.info.run_id
+        assert run.data.metrics["final_test_balanced_accuracy"] == pytest.approx(row.balanced_accuracy)
+        assert run.data.tags["attnsweep.status"] == row.status
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_balanced_accuracy")]
+        assert sorted(steps) == [1, 2], row.trial_id  # relayed epochs logged once, also across the kill
+    assert "confusion_matrix_test.png" in {f.path for f in client.list_artifacts(children[0].info.run_id)}
+    kinds = [r.data.tags.get("attnsweep.kind") for r in runs]
+    assert kinds.count("parent") == 2 * len(VARIANTS) and kinds.count("study") == 1
+    assert (out / "report" / "index.html").exists()
+
+    export = tmp_path / "all.parquet"
+    assert run_attnsweep("export", str(out), "--to", str(export)).returncode == 0
+    assert len(pd.read_parquet(export)) == len(rows)
