@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/attnsweep models --num-classes 3
+	$(VENV)/bin/attnsweep run studies/demo.yaml --resume
 
 test: $(STAMP)
 	$(PY) -m pytest
