@@ -4,6 +4,7 @@ tags, artifacts). Runs are found again by their tags, so a resumed driver contin
 was left RUNNING instead of opening a second one, and never touches a finished one."""
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -26,8 +27,8 @@ class MlflowStore:
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         from mlflow import MlflowClient
 
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its database set-up chatter
         self.client = MlflowClient(tracking_uri)
-        self.tracking_uri = tracking_uri
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             # A local store keeps artifacts beside the study; a server decides for itself.

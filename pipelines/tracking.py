@@ -142,7 +142,7 @@ class TrackerCallback(tune.Callback):
             self.progress.ended(self.variant, self.phase, ended, (trial.last_result or {}).get("score"))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        error = _first_line(trial.error_file)
+        error = _error_message(trial.error_file)
         log.warning("%s %s trial %s failed: %s", self.variant, self.phase, trial.trial_id, error)
         for t in self.trials_of(trial):
             self.recorder.close(t, "failed", error)
@@ -150,8 +150,8 @@ class TrackerCallback(tune.Callback):
             self.progress.ended(self.variant, self.phase, "failed", None)
 
 
-def _first_line(error_file: str | None) -> str | None:
-    """The last line of Tune's error file: the exception message."""
+def _error_message(error_file: str | None) -> str | None:
+    """The exception message: the last line of the trial's error file that Tune wrote."""
     if not error_file or not Path(error_file).exists():
         return None
     lines = [line for line in Path(error_file).read_text().splitlines() if line.strip()]
