@@ -4,6 +4,7 @@ several splits). Every submitted job id is recorded in the trial folder's `jobs.
 can cancel a job or re-attach to it."""
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
+import psutil
 import submitit
 from pydantic import BaseModel, ConfigDict, Field
 from submitit.helpers import Checkpointable, DelayedSubmission
@@ -188,3 +190,11 @@ def _stop_local_controller(pid: int, folder: str, grace_s: float = 30.0) -> None
     deadline = time.monotonic() + grace_s
     while alive() and time.monotonic() < deadline:
         time.sleep(0.2)
+    if alive():  # it did not stop in time (a loaded node): kill it and its task processes outright
+        with contextlib.suppress(psutil.NoSuchProcess):
+            controller = psutil.Process(pid)
+            tree = controller.children(recursive=True) + [controller]
+            for proc in tree:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc.kill()
+            psutil.wait_procs(tree, timeout=10)

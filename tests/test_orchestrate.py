@@ -26,9 +26,10 @@ EVAL_SETS = {"val", "test", "ood:shifted"}
 VARIANTS, CONFIGS, SEARCH_SPLITS, REPEAT_SPLITS = ["resnet18", "resnet18+se"], 2, 2, 2
 
 
-def _kill_mid_study(study, out, tmp_path, *args) -> None:
+def _kill_mid_study(study, out, tmp_path, *args) -> dict:
     """Start the driver; SIGKILL it once a trial is recorded and another has finished epochs but
-    no result yet."""
+    no result yet. Returns the job ids of the trials in flight at that moment (a job may still
+    finish between the kill and the resume, so they are taken before the kill)."""
     driver = Driver("run", str(study), "--out", str(out), *args, log=tmp_path / "driver.log")
     try:
         deadline = time.monotonic() + 1200
@@ -36,6 +37,7 @@ def _kill_mid_study(study, out, tmp_path, *args) -> None:
             recorded = list((out / "results").glob("*.parquet"))
             in_flight = [d for d in trial_dirs(out) if epochs_of(d) and not (d / "result.json").exists()]
             if recorded and in_flight:
+                in_flight_jobs = {d: jobs_of(d) for d in in_flight}
                 break
             assert driver.proc.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "the study never had a trial in flight after one was recorded"
@@ -43,13 +45,14 @@ def _kill_mid_study(study, out, tmp_path, *args) -> None:
         driver.kill()
     finally:
         driver.cleanup()
+    return in_flight_jobs
 
 
 def test_demo_study_killed_and_resumed_end_to_end(tmp_path, mlflow_server):  # noqa: F811
     study = shrunk_study(tmp_path, name="e2e")
     out = tmp_path / "out"
     t0 = time.monotonic()
-    _kill_mid_study(study, out, tmp_path, "--tracking-uri", mlflow_server)
+    in_flight = _kill_mid_study(study, out, tmp_path, "--tracking-uri", mlflow_server)
     before = {d: (jobs_of(d), (d / "result.json").exists()) for d in trial_dirs(out)}
     recorded = {p: p.stat().st_mtime_ns for p in (out / "results").glob("*.parquet")}
 
@@ -57,7 +60,7 @@ def test_demo_study_killed_and_resumed_end_to_end(tmp_path, mlflow_server):  # n
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     n = expected_trainings(study)
     print(f"\nshrunk demo: {n} trainings in {time.monotonic() - t0:.0f} s; at the kill {len(recorded)} recorded, "
-          f"{sum(1 for ids, fin in before.values() if ids and not fin)} in flight")
+          f"{len(in_flight)} in flight")
     assert f"results (Parquet): {out / 'results'}" in done.stdout and "report:" in done.stdout
 
     # Resume: finished trials were not started again, every epoch trained once, rows untouched.
@@ -67,8 +70,7 @@ def test_demo_study_killed_and_resumed_end_to_end(tmp_path, mlflow_server):  # n
         assert epochs_of(d) == [1, 2], d
         if d in before and before[d][1]:
             assert jobs_of(d) == before[d][0], d
-    in_flight = [d for d in before if not before[d][1] and before[d][0]]
-    assert in_flight and all(len(jobs_of(d)) <= len(before[d][0]) + 1 for d in in_flight)  # resumed, once
+    assert in_flight and all(len(jobs_of(d)) <= len(ids) + 1 for d, ids in in_flight.items())  # resumed, once
     assert all(p.stat().st_mtime_ns == t for p, t in recorded.items())
 
     # Rows: variants x (configurations x search splits + repeat splits) x evaluated sets, once each.
