@@ -89,7 +89,9 @@ def test_slurm_study_cancels_on_sigterm_and_reattaches_after_sigkill(slurm_clust
     assert len(rows) == expected_trainings(study) * EVAL_SETS
     assert not rows.duplicated(["trial_id", "eval_set"]).any()
     status = rows.groupby("lr")["status"].unique()
-    assert list(status[1e6]) == ["diverged"] and list(status[0.02]) == ["ok"]
+    # Once one split diverged the configuration is settled: a split still training is cancelled.
+    assert "diverged" in status[1e6] and set(status[1e6]) <= {"diverged", "stopped"}
+    assert list(status[0.02]) == ["ok"]
     assert set(rows.loc[rows["phase"] == "repeat", "lr"]) == {0.02}
     ok = set(rows.loc[rows["status"] == "ok", "trial_id"])
     for d in dirs:  # every epoch trained once; the diverged ones stopped in their first
