@@ -50,11 +50,23 @@ def _interface_of(address: str) -> str | None:
     return None
 
 
+# Set in a `local` job by the submitting driver: the threads of each of its ranks, so that local
+# jobs side by side share the cores instead of each taking all of them (oversubscribed, torch's
+# threads spin against each other: two 2-thread jobs on 2 cores trained 5x slower each, not 2x).
+CPU_THREADS_ENV = "ATTNSWEEP_CPU_THREADS"
+
+
+def machine_cpus() -> int:
+    return len(os.sched_getaffinity(0))
+
+
 def cpu_threads(local_world_size: int) -> int:
-    """CPU threads per rank: SLURM's cpus-per-task, else this machine's CPUs shared by its ranks."""
-    if "SLURM_CPUS_PER_TASK" in os.environ:
-        return int(os.environ["SLURM_CPUS_PER_TASK"])
-    return max(1, len(os.sched_getaffinity(0)) // local_world_size)
+    """CPU threads per rank: SLURM's cpus-per-task, else the driver's share for a local job, else
+    this machine's CPUs shared by its ranks."""
+    for var in ("SLURM_CPUS_PER_TASK", CPU_THREADS_ENV):
+        if var in os.environ:
+            return int(os.environ[var])
+    return max(1, machine_cpus() // local_world_size)
 
 
 def setup() -> Dist:

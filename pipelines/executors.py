@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from attnsweep.pipelines import checkpoint
-from attnsweep.pipelines.distributed import submitit_job
+from attnsweep.pipelines.distributed import CPU_THREADS_ENV, machine_cpus, submitit_job
 from attnsweep.pipelines.trainer import RESULT, claim_folder, train
 from attnsweep.pipelines.trial_config import TrialConfig, TrialConfigError
 
@@ -63,12 +63,15 @@ class TrialJob(Checkpointable):
     """The submitit callable: one rank of a trial. On the time-out/preemption signal submitit calls
     `checkpoint` and requeues the job."""
 
-    def __init__(self, cfg: TrialConfig, trial_dir: Path) -> None:
+    def __init__(self, cfg: TrialConfig, trial_dir: Path, cpu_threads: int | None = None) -> None:
         self.cfg = cfg
         self.trial_dir = Path(trial_dir)
+        self.cpu_threads = cpu_threads  # per rank, for a local job (see distributed.CPU_THREADS_ENV)
 
     def __call__(self) -> dict:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+        if self.cpu_threads is not None:
+            os.environ[CPU_THREADS_ENV] = str(self.cpu_threads)  # this job's own process
         try:
             return train(self.cfg, self.trial_dir)
         except Exception as err:
@@ -122,15 +125,24 @@ def make_executor(spec: ExecutorSpec, folder: Path) -> submitit.Executor:
     return ex
 
 
-def submit(cfg: TrialConfig, trial_dir: str | Path, executor: ExecutorSpec) -> submitit.Job:
+def local_cpu_threads(executor: ExecutorSpec, jobs_at_once: int) -> int | None:
+    """Threads per rank of a local job when `jobs_at_once` such jobs share this machine."""
+    if executor.kind != "local":
+        return None
+    return max(1, machine_cpus() // (executor.workers * jobs_at_once))
+
+
+def submit(cfg: TrialConfig, trial_dir: str | Path, executor: ExecutorSpec, jobs_at_once: int = 1) -> submitit.Job:
     """Validate, then submit one trial; its job id goes to `<trial_dir>/jobs.json`."""
-    return submit_array([cfg], [trial_dir], executor)[0]
+    return submit_array([cfg], [trial_dir], executor, jobs_at_once)[0]
 
 
-def submit_array(cfgs: list[TrialConfig], trial_dirs: list[str | Path], executor: ExecutorSpec) -> list[submitit.Job]:
+def submit_array(cfgs: list[TrialConfig], trial_dirs: list[str | Path], executor: ExecutorSpec,
+                 jobs_at_once: int | None = None) -> list[submitit.Job]:
     """Several trials (e.g. one per split) as one SLURM job array. All are validated before any is
     submitted. One trial's submitit logs go to `<trial_dir>/submitit/`, an array's to
-    `<common parent>/submitit/`."""
+    `<common parent>/submitit/`. `jobs_at_once`: how many local jobs will share this machine's
+    cores (default: these)."""
     dirs = [Path(d) for d in trial_dirs]
     for cfg, d in zip(cfgs, dirs, strict=True):
         validate(cfg, executor)
@@ -138,7 +150,8 @@ def submit_array(cfgs: list[TrialConfig], trial_dirs: list[str | Path], executor
     folder = (dirs[0] if len(dirs) == 1 else Path(os.path.commonpath(dirs))) / "submitit"
     ex = make_executor(executor, folder)
     with ex.batch():
-        jobs = [ex.submit(TrialJob(cfg, d)) for cfg, d in zip(cfgs, dirs)]
+        threads = local_cpu_threads(executor, jobs_at_once or len(cfgs))
+        jobs = [ex.submit(TrialJob(cfg, d, threads)) for cfg, d in zip(cfgs, dirs)]
     for job, d in zip(jobs, dirs):
         _record(d, job, executor, folder)
     return jobs

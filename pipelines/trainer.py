@@ -136,6 +136,7 @@ def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
     result = {
         "status": "diverged" if diverged else "ok",
         "world_size": d.world_size,
+        "cpu_threads": torch.get_num_threads(),  # per rank: what its throughput was measured with
         "hosts": hosts,
         "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"],

@@ -1,6 +1,7 @@
 """The `local` executor: real submitit jobs on this machine. A 2-process DDP trial (gloo), whose
 gathered evaluation equals a single process's; a job killed mid-trial and submitted again resumes
-after its last finished epoch and ends with exactly the numbers of an uninterrupted run."""
+after its last finished epoch and ends with exactly the numbers of an uninterrupted run; local jobs
+side by side share the cores."""
 from __future__ import annotations
 
 import json
@@ -11,8 +12,8 @@ from trainer_setup import comparable, data_dir, read_lines, trial_config, wait_f
 from attnsweep.data import load_split, make_dataset
 from attnsweep.models import create
 from attnsweep.pipelines import checkpoint
-from attnsweep.pipelines.distributed import Dist
-from attnsweep.pipelines.executors import ExecutorSpec, attach, job_ids, submit
+from attnsweep.pipelines.distributed import Dist, machine_cpus
+from attnsweep.pipelines.executors import ExecutorSpec, attach, job_ids, submit, submit_array
 from attnsweep.pipelines.trainer import BEST, RESULT, evaluate, train
 from attnsweep.pipelines.trial_config import TrialConfigError
 
@@ -28,6 +29,7 @@ def test_two_rank_ddp_trial_and_exact_gathered_metrics(data_dir, tmp_path):  # n
     assert job.exception() is None, job.exception()
     result = json.loads((tmp_path / RESULT).read_text())
     assert result["status"] == "ok" and result["world_size"] == 2 and len(result["hosts"]) == 2
+    assert result["cpu_threads"] == max(1, machine_cpus() // 2)  # the two ranks share the cores
     assert [line["epoch"] for line in read_lines(tmp_path)] == [1, 2]
 
     # The selected weights evaluated by one process: the same metrics as the 2 ranks gathered.
@@ -74,3 +76,14 @@ def test_bad_batch_for_the_world_size_fails_before_submission(data_dir, tmp_path
     with pytest.raises(TrialConfigError, match=r"^batch_size: 15 is not divisible by the world size 2$"):
         submit(trial_config(data_dir, batch_size=15), tmp_path, LOCAL2)
     assert not any(tmp_path.iterdir())
+
+
+def test_local_jobs_side_by_side_share_the_cores(data_dir, tmp_path):  # noqa: F811
+    one = ExecutorSpec(kind="local", workers=1, slurm={"timeout_min": 10})
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    jobs = submit_array([trial_config(data_dir, epochs=1, seed=s) for s in (0, 1)], dirs, one)
+    alone = submit(trial_config(data_dir, epochs=1), tmp_path / "alone", one, jobs_at_once=1)
+    for job in (*jobs, alone):
+        assert job.exception() is None, job.exception()
+    threads = [json.loads((d / RESULT).read_text())["cpu_threads"] for d in (*dirs, tmp_path / "alone")]
+    assert threads == [max(1, machine_cpus() // 2)] * 2 + [machine_cpus()]
