@@ -1,14 +1,18 @@
 """Atomic files of a trial folder and the training state saved in `checkpoint.pt`.
 
 Every file is written to a temporary name in the same folder and renamed, so a job killed at any
-moment leaves either the old file or the new one, never half of one. Checkpoints hold only tensors,
+moment leaves either the old file or the new one, never half of one; the requeue signal waits
+until a write is done (`uninterrupted`). Checkpoints hold only tensors,
 numbers, strings and containers, so they load with `torch.load(..., weights_only=True)`."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,8 +22,37 @@ import torch
 from attnsweep.data.atomic import replacing
 
 
+# submitit's handler of the time-out/preemption signal (USR2) checkpoints, requeues and calls
+# sys.exit wherever the signal lands. Inside torch.save the zip writer's cleanup turns that
+# SystemExit into a RuntimeError: the job ends as failed although it was requeued. SIGTERM and
+# SIGINT (a local job's cancel) are held too, so an epoch's files are written together or not at all.
+HELD_SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Hold HELD_SIGNALS' Python handlers until the block ends, then run them (nests). Only the
+    main thread can set handlers; elsewhere (a debug job in a worker thread) this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[tuple[int, Any]] = []
+    previous = {s: signal.signal(s, lambda num, frame: received.append((num, frame))) for s in HELD_SIGNALS}
+    try:
+        yield
+    finally:
+        for num, handler in previous.items():
+            signal.signal(num, handler)
+        for num, frame in received:
+            handler = previous[num]
+            if callable(handler):
+                handler(num, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(num)
+
+
 def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    with replacing(path) as tmp, tmp.open("wb") as f:
+    with uninterrupted(), replacing(path) as tmp, tmp.open("wb") as f:
         write(f)
         f.flush()
         os.fsync(f.fileno())  # on a node crash, the rename must not overtake the data

@@ -113,18 +113,9 @@ def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
         state.update(epoch=epoch, train_seconds=state["train_seconds"] + seconds)
         rng = distributed.gather(checkpoint.rng_state())
         if d.is_main:
-            # Order: (1) checkpoint.pt, holding this epoch's line and the best weights so far,
-            # written atomically; (2) best.pt if it changed; (3) the line appended to metrics.jsonl.
-            # Killed before (1): the epoch is not finished and re-runs. Killed after (1): resume
-            # rewrites best.pt and appends the missing line from the checkpoint (_resume). So every
-            # finished epoch is in metrics.jsonl exactly once, and best.pt is best_epoch's weights.
-            checkpoint.save(trial_dir / CHECKPOINT, {
-                **state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
-                "line": json.dumps(line)})
-            if new_best:
-                checkpoint.save(trial_dir / BEST, state["best_model"])
-            _append_line(trial_dir / METRICS, line)
+            _save_epoch(trial_dir, line, new_best, state, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng})
             log.info("epoch %d/%d train_loss %.4f val %s %s (%.1f s, %.0f img/s)", epoch, cfg.epochs,
                      line["train_loss"], cfg.selection_metric, val[cfg.selection_metric], seconds,
                      line["images_per_s"])
@@ -240,6 +231,20 @@ def _last_epoch(path: Path) -> int:
     if not path.exists():
         return 0
     return max((json.loads(line)["epoch"] for line in path.read_text().splitlines() if line.strip()), default=0)
+
+
+def _save_epoch(trial_dir: Path, line: dict, new_best: bool, state: dict, training: dict) -> None:
+    """Order: (1) checkpoint.pt, holding this epoch's line and the best weights so far, written
+    atomically; (2) best.pt if it changed; (3) the line appended to metrics.jsonl. Killed before
+    (1): the epoch is not finished and re-runs. Killed after (1): resume rewrites best.pt and
+    appends the missing line from the checkpoint (_resume). So every finished epoch is in
+    metrics.jsonl exactly once, and best.pt is best_epoch's weights. The requeue signal waits
+    for all three."""
+    with checkpoint.uninterrupted():
+        checkpoint.save(trial_dir / CHECKPOINT, {**state, **training, "line": json.dumps(line)})
+        if new_best:
+            checkpoint.save(trial_dir / BEST, state["best_model"])
+        _append_line(trial_dir / METRICS, line)
 
 
 def _append_line(path: Path, line: dict) -> None:

@@ -1,15 +1,20 @@
 """The trainer in this process (one rank, CPU): the trial folder, determinism, selection, resume
-from a checkpoint whose metrics line was not yet written, divergence."""
+from a checkpoint whose metrics line was not yet written, divergence, the requeue signal held
+during a checkpoint write."""
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import signal
+import sys
 
 import pytest
 import torch
 from trainer_setup import comparable, data_dir, read_lines, trial_config  # noqa: F401 (fixture)
 
+from attnsweep.pipelines import checkpoint
 from attnsweep.pipelines.trainer import BEST, CHECKPOINT, CONFIG, METRICS, RESULT, lr_scheduler, train
 
 
@@ -113,3 +118,24 @@ def test_paper_schedules(data_dir, settings, expected):  # noqa: F811
         optimizer.step()
         scheduler.step()
     assert {e: lrs[e] for e in expected} == pytest.approx(expected)
+
+
+def test_the_requeue_signal_waits_for_a_checkpoint_write(tmp_path):
+    """submitit's USR2 handler calls sys.exit wherever the signal lands; inside torch.save that
+    turned a requeue into a failed job (seen in CI). The write finishes, then the handler runs."""
+    def exit_like_submitit(signum, frame):
+        sys.exit(-1)
+
+    previous = signal.signal(signal.SIGUSR2, exit_like_submitit)
+    state, written = {"w": torch.randn(500, 500)}, []
+    try:
+        with pytest.raises(SystemExit), checkpoint.uninterrupted():
+            os.kill(os.getpid(), signal.SIGUSR2)
+            with checkpoint.uninterrupted():  # nested: the signal is still held, and runs once
+                checkpoint.save(tmp_path / "state.pt", state)
+            written.append(True)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert written == [True]
+    assert torch.equal(checkpoint.load(tmp_path / "state.pt")["w"], state["w"])
+    assert signal.getsignal(signal.SIGUSR2) is previous
