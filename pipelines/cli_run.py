@@ -114,7 +114,7 @@ def print_plan(study) -> None:
                   f"{epochs} epochs")
     if images:
         kind = estimate.device_kind(study)
-        tflops = study.estimate.tflops or estimate.DEFAULT_TFLOPS[kind]
+        tflops = study.estimate.tflops or estimate.default_rank_tflops(study)
         console.print(f"estimated compute time: {_hours(wall)} wall ({images} images, {tflops:g} TFLOP/s per {kind} "
                       f"rank x {study.executor.world_size} ranks)")
     else:

@@ -7,10 +7,14 @@ from dataclasses import dataclass
 
 from attnsweep.pipelines.study import Study
 
-# Sustained TFLOP/s of one rank when the study does not say: small vision models reach a small
-# fraction of a device's peak. A CPU rank is one process of a few cores.
-DEFAULT_TFLOPS = {"gpu": 8.0, "cpu": 0.03}
-STARTUP_S = 15.0  # job start, imports, data loading: per training
+# Sustained TFLOP/s when the study does not say: small vision models reach a small fraction of a
+# device's peak. A CPU rank gets CPU_CORE_TFLOPS per core (its threads); measured with the demo on
+# the 2-core development machine: 525 GFLOP per training in 3.4 s on 2 threads.
+GPU_TFLOPS = 8.0
+CPU_CORE_TFLOPS = 0.075
+# Per training: job start, imports, data loading. Local: measured 6 s per demo training; SLURM adds
+# scheduling and a cold node.
+STARTUP_S = {"debug": 2.0, "local": 6.0, "slurm": 15.0}
 
 
 @dataclass(frozen=True)
@@ -77,8 +81,20 @@ def training_seconds(study: Study, p: PhasePlan, images: int) -> float:
     n_train = images * (1 - s.val_fraction - s.test_fraction)
     n_val, n_test = images * s.val_fraction, images * s.test_fraction
     gflop = p.epochs * (3 * n_train + n_val) * p.gflops_per_image + (n_test * (1 + len(study.ood))) * p.gflops_per_image
-    tflops = (study.estimate.tflops or DEFAULT_TFLOPS[device_kind(study)]) * study.executor.world_size
-    return gflop / (tflops * 1e3) + STARTUP_S
+    tflops = (study.estimate.tflops or default_rank_tflops(study)) * study.executor.world_size
+    return gflop / (tflops * 1e3) + STARTUP_S[study.executor.kind]
+
+
+def default_rank_tflops(study: Study) -> float:
+    """One rank: a GPU, or its CPU threads (a local job's ranks share this machine's cores: local
+    trainings add up, see phase_wall_seconds)."""
+    from attnsweep.pipelines.distributed import machine_cpus
+
+    if device_kind(study) == "gpu":
+        return GPU_TFLOPS
+    ex = study.executor
+    cores = ex.slurm.cpus_per_task if ex.kind == "slurm" else max(1, machine_cpus() // ex.world_size)
+    return CPU_CORE_TFLOPS * cores
 
 
 def phase_wall_seconds(study: Study, p: PhasePlan, images: int) -> float:
