@@ -47,7 +47,7 @@ def test_two_rank_ddp_trial_and_exact_gathered_metrics(data_dir, tmp_path):  # n
 
 
 def test_killed_job_resubmitted_resumes_after_last_epoch(data_dir, tmp_path):  # noqa: F811
-    cfg = trial_config(data_dir, epochs=5)
+    cfg = trial_config(data_dir, epochs=10)
     reference = train(cfg, tmp_path / "reference")
     one = ExecutorSpec(kind="local", workers=1, slurm={"timeout_min": 10})
 
@@ -56,12 +56,12 @@ def test_killed_job_resubmitted_resumes_after_last_epoch(data_dir, tmp_path):  #
     assert attach(tmp_path / "trial", one) is None  # another driver cannot hold a local job: it stops it
     assert first.state != "RUNNING"
     killed_after = len(read_lines(tmp_path / "trial"))
-    assert 2 <= killed_after < 5, "the kill came too late to test a resume"
+    assert 2 <= killed_after < 10, "the kill came too late to test a resume"
 
     second = submit(cfg, tmp_path / "trial", one)
     assert second.exception() is None, second.exception()
     lines = read_lines(tmp_path / "trial")
-    assert [line["epoch"] for line in lines] == [1, 2, 3, 4, 5]
+    assert [line["epoch"] for line in lines] == list(range(1, 11))
     assert {line["job_id"] for line in lines[:killed_after]} == {first.job_id}
     assert {line["job_id"] for line in lines[killed_after:]} == {second.job_id}
     # Model, optimizer, scheduler and random states were restored: the numbers are unchanged.
