@@ -1,4 +1,4 @@
-"""Training throughput of `attnsweep.pipelines.trainer.train` against a bare PyTorch loop: the same
+"""Training throughput of `attnsweep.pipelines.trial.trainer.train` against a bare PyTorch loop: the same
 model, batch, optimizer, threads and training images, the bare loop reading them from one tensor
 in memory. All in this process, in rounds of (bare loop, trainer), so that each ratio compares
 neighbours in time even when the machine's load drifts; the first epoch of each run is warm-up.
@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 from attnsweep.data import DatasetSpec, SplitSpec, load_split, make_dataset, prepare
 from attnsweep.models import create
-from attnsweep.pipelines.distributed import cpu_threads
-from attnsweep.pipelines.trainer import METRICS, TrialConfig, train
+from attnsweep.pipelines.trial.distributed import cpu_threads
+from attnsweep.pipelines.trial.trainer import METRICS, TrialConfig, train
 
 
 def bare_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, epochs: int,

@@ -39,7 +39,7 @@ def shrunk_study(tmp_path: Path, base: str = "demo.yaml", name: str = "shrunk", 
 
 def expected_trainings(study_file: Path) -> int:
     """variants x (configurations x search splits + repeat splits)"""
-    from attnsweep.pipelines.study import load_study
+    from attnsweep.pipelines.config.study import load_study
 
     s = load_study(study_file)
     return len(s.variants) * (s.search.n_configs() * s.splits.search_splits + s.splits.repeat_splits)

@@ -11,11 +11,11 @@ from trainer_setup import comparable, data_dir, read_lines, trial_config, wait_f
 
 from attnsweep.data import load_split, make_dataset
 from attnsweep.models import create
-from attnsweep.pipelines import checkpoint
-from attnsweep.pipelines.distributed import Dist, machine_cpus
-from attnsweep.pipelines.executors import ExecutorSpec, attach, job_ids, submit, submit_array
-from attnsweep.pipelines.trainer import BEST, RESULT, evaluate, train
-from attnsweep.pipelines.trial_config import TrialConfigError
+from attnsweep.pipelines.trial import checkpoint
+from attnsweep.pipelines.trial.distributed import Dist, machine_cpus
+from attnsweep.pipelines.trial.executors import ExecutorSpec, attach, job_ids, submit, submit_array
+from attnsweep.pipelines.trial.trainer import BEST, RESULT, evaluate, train
+from attnsweep.pipelines.config.trial_config import TrialConfigError
 
 LOCAL2 = ExecutorSpec(kind="local", workers=2, slurm={"timeout_min": 10})
 

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from attnsweep.models import capture_ga_maps, create, parse_name
-from attnsweep.pipelines.explain import ga_maps, methods_for, normalise, vit_attention_maps
-from attnsweep.pipelines.study import load_study
+from attnsweep.pipelines.report.explain import ga_maps, methods_for, normalise, vit_attention_maps
+from attnsweep.pipelines.config.study import load_study
 
 DEMO = load_study(Path(__file__).parents[1] / "studies" / "demo.yaml")
 SIZE = 64  # the demo trains at 32 px; 64 keeps ResNet's last stage 2x2 so Grad-CAM has a shape

@@ -17,13 +17,13 @@ from PIL import Image
 
 from attnsweep.data import DatasetSpec, SplitSpec, prepare
 from attnsweep.models import parse_name
-from attnsweep.pipelines.explain import explain_variant
-from attnsweep.pipelines.parquet_store import write_trial
-from attnsweep.pipelines.report_data import load
-from attnsweep.pipelines.result_rows import TrialRef, epoch_rows, read_epochs, result_rows
-from attnsweep.pipelines.study import load_study
-from attnsweep.pipelines.trainer import train
-from attnsweep.pipelines.trial_config import TrialConfig
+from attnsweep.pipelines.report.explain import explain_variant
+from attnsweep.pipelines.store.parquet_store import write_trial
+from attnsweep.pipelines.report.study_folder import load
+from attnsweep.pipelines.store.result_rows import TrialRef, epoch_rows, read_epochs, result_rows
+from attnsweep.pipelines.config.study import load_study
+from attnsweep.pipelines.trial.trainer import train
+from attnsweep.pipelines.config.trial_config import TrialConfig
 
 DEMO = load_study(Path(__file__).parents[1] / "studies" / "demo.yaml")
 SIZE = 64  # ResNet's last stage is 2x2 at 64 px (1x1 at the demo's 32 px)

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from attnsweep.pipelines import parquet_store
-from attnsweep.pipelines.mlflow_store import MlflowStore
-from attnsweep.pipelines.phases import best_config, config_scores
-from attnsweep.pipelines.plan import make_trial
-from attnsweep.pipelines.study import load_study
-from attnsweep.pipelines.tracking import Recorder
+from attnsweep.pipelines.store import parquet_store
+from attnsweep.pipelines.store.mlflow_store import MlflowStore
+from attnsweep.pipelines.sweep.phases import best_config, config_scores
+from attnsweep.pipelines.sweep.plan import make_trial
+from attnsweep.pipelines.config.study import load_study
+from attnsweep.pipelines.sweep.tracking import Recorder
 
 DEMO = Path(__file__).resolve().parents[1] / "studies" / "demo.yaml"
 VARIANT = "resnet18"

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from attnsweep.pipelines.report import build_report
+from attnsweep.pipelines.report.build import build_report
 
 GOLDEN = Path(__file__).parent / "golden" / "study"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from mlflow_server import mlflow_server  # noqa: F401 (fixture: a real server, stopped also on failure)
 
-from attnsweep.pipelines.report import build_report, log_report_to_mlflow
+from attnsweep.pipelines.report.build import build_report, log_report_to_mlflow
 
 GOLDEN = Path(__file__).parent / "golden" / "study"
 

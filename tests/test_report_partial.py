@@ -9,8 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from attnsweep.pipelines.report import build_report
-from attnsweep.pipelines.results_schema import RESULTS_SCHEMA
+from attnsweep.pipelines.report.build import build_report
+from attnsweep.pipelines.store.results_schema import RESULTS_SCHEMA
 
 GOLDEN = Path(__file__).parent / "golden" / "study"
 

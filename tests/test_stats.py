@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from attnsweep.pipelines.stats import (
+from attnsweep.pipelines.report.stats import (
     COMPARISON_COLUMNS,
     StatsSettings,
     comparisons,

@@ -10,8 +10,8 @@ import yaml
 from typer.testing import CliRunner
 
 from attnsweep.pipelines.cli import app
-from attnsweep.pipelines.plan import config_hash, make_trial, phase_splits
-from attnsweep.pipelines.study import StudyError, load_study
+from attnsweep.pipelines.sweep.plan import config_hash, make_trial, phase_splits
+from attnsweep.pipelines.config.study import StudyError, load_study
 
 STUDIES = sorted((Path(__file__).resolve().parents[1] / "studies").glob("*.yaml"))
 PAPER_STUDIES = {"seed000_ham10000", "seed001_skin", "seed001_cxr", "seed001_mri", "seed001_ct", "seed002_isic",

@@ -13,9 +13,9 @@ import pytest
 from mlflow import MlflowClient
 from mlflow_server import mlflow_server  # noqa: F401 (fixture)
 
-from attnsweep.pipelines import parquet_store
-from attnsweep.pipelines.mlflow_store import MlflowStore
-from attnsweep.pipelines.result_rows import TrialRef, epoch_rows, read_epochs, result_rows
+from attnsweep.pipelines.store import parquet_store
+from attnsweep.pipelines.store.mlflow_store import MlflowStore
+from attnsweep.pipelines.store.result_rows import TrialRef, epoch_rows, read_epochs, result_rows
 
 EVAL_SETS = ["val", "test", "ood:shifted"]
 CONFIG = {"model": "resnet18+se", "lr": 0.01, "weight_decay": 1e-4, "batch_size": 16, "epochs": 3, "seed": 2,

@@ -14,8 +14,8 @@ import pytest
 import torch
 from trainer_setup import comparable, data_dir, read_lines, trial_config  # noqa: F401 (fixture)
 
-from attnsweep.pipelines import checkpoint
-from attnsweep.pipelines.trainer import BEST, CHECKPOINT, CONFIG, METRICS, RESULT, lr_scheduler, train
+from attnsweep.pipelines.trial import checkpoint
+from attnsweep.pipelines.trial.trainer import BEST, CHECKPOINT, CONFIG, METRICS, RESULT, lr_scheduler, train
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from attnsweep.data import DatasetSpec, SplitSpec, prepare
-from attnsweep.pipelines.trainer import METRICS, TrialConfig
+from attnsweep.pipelines.trial.trainer import METRICS, TrialConfig
 
 SYNTH = DatasetSpec(format="synthderm", options={"n": 240})
 SPLITS = SplitSpec(search_splits=1, repeat_splits=1)

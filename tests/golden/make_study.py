@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from attnsweep.pipelines.results_schema import EPOCHS_SCHEMA, RESULTS_SCHEMA, to_table
+from attnsweep.pipelines.store.results_schema import EPOCHS_SCHEMA, RESULTS_SCHEMA, to_table
 
 HERE = Path(__file__).parent
 STUDY = HERE / "study"
@@ -130,8 +130,8 @@ def write_study() -> None:
 
 
 def write_expected() -> None:
-    from attnsweep.pipelines.report_data import load
-    from attnsweep.pipelines.report_tables import build_tables, write_tables
+    from attnsweep.pipelines.report.study_folder import load
+    from attnsweep.pipelines.report.tables import build_tables, write_tables
 
     shutil.rmtree(EXPECTED, ignore_errors=True)
     write_tables(build_tables(load(STUDY)), EXPECTED)

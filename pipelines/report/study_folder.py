@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import yaml
 from pydantic import ValidationError
 
-from attnsweep.pipelines.results_schema import EPOCHS_SCHEMA, RESULTS_SCHEMA
-from attnsweep.pipelines.stats import StatsSettings
+from attnsweep.pipelines.store.results_schema import EPOCHS_SCHEMA, RESULTS_SCHEMA
+from attnsweep.pipelines.report.stats import StatsSettings
 
 
 class StudyFolderError(ValueError):

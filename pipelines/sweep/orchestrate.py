@@ -18,10 +18,10 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from attnsweep.pipelines import executors
-from attnsweep.pipelines.plan import phase_splits
-from attnsweep.pipelines.study import LogRange, Study
-from attnsweep.pipelines.tune_trainable import final_result
+from attnsweep.pipelines.trial import executors
+from attnsweep.pipelines.sweep.plan import phase_splits
+from attnsweep.pipelines.config.study import LogRange, Study
+from attnsweep.pipelines.sweep.tune_trainable import final_result
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +112,8 @@ def preflight(study: Study, out: Path, data_dir: Path, n_train: int) -> None:
     smallest training set."""
     from pydantic import ValidationError
 
-    from attnsweep.pipelines.plan import make_trial
-    from attnsweep.pipelines.trial_config import TrialConfigError, one_line
+    from attnsweep.pipelines.sweep.plan import make_trial
+    from attnsweep.pipelines.config.trial_config import TrialConfigError, one_line
 
     s = study.search
     lr = s.lr.low if isinstance(s.lr, LogRange) else s.lr[0]
@@ -137,10 +137,10 @@ def check_output_folder(out: Path, resume: bool) -> None:
 def run_study(study: Study, resume: bool = False, console: Console | None = None, poll_s: float = 1.0,
               report: bool = True) -> StudyOutputs:
     from attnsweep.data import load_split, prepare
-    from attnsweep.pipelines.mlflow_store import MlflowStore, default_tracking_uri
-    from attnsweep.pipelines.phases import run_repeat, run_search
-    from attnsweep.pipelines.progress import Progress
-    from attnsweep.pipelines.tracking import Recorder
+    from attnsweep.pipelines.store.mlflow_store import MlflowStore, default_tracking_uri
+    from attnsweep.pipelines.sweep.phases import run_repeat, run_search
+    from attnsweep.pipelines.sweep.progress import Progress
+    from attnsweep.pipelines.sweep.tracking import Recorder
 
     console = console or Console()
     out = study.output_dir()
@@ -172,7 +172,7 @@ def run_study(study: Study, resume: bool = False, console: Console | None = None
 
     report_path = None
     if report:
-        from attnsweep.pipelines.report import build_report, log_report_to_mlflow
+        from attnsweep.pipelines.report.build import build_report, log_report_to_mlflow
 
         report_path = build_report(out)
         log_report_to_mlflow(out, tracking_uri, recorder.store.study_run())

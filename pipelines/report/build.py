@@ -13,19 +13,19 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from attnsweep.pipelines import report_plots
-from attnsweep.pipelines.report_data import StudyFolder, load
-from attnsweep.pipelines.report_tables import (
+from attnsweep.pipelines.report import plots as report_plots
+from attnsweep.pipelines.report.study_folder import StudyFolder, load
+from attnsweep.pipelines.report.tables import (
     baselines,
     build_tables,
     cell_group_text,
     table2_cells,
     write_tables,
 )
-from attnsweep.pipelines.stats import caption
+from attnsweep.pipelines.report.stats import caption
 
 _ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("attnsweep.pipelines", "templates"),
+    loader=jinja2.PackageLoader("attnsweep.pipelines.report", "templates"),
     autoescape=jinja2.select_autoescape(["html.j2"]),
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=True,
@@ -139,7 +139,7 @@ def _figures(folder: StudyFolder, tables: dict[str, pd.DataFrame], into: Path) -
 def _explanations(folder: StudyFolder, into: Path, enabled: bool) -> dict:
     if not enabled:
         return {"explanation_figures": [], "explanation_note": "Explanations were not requested (--no-explain)."}
-    from attnsweep.pipelines.explain import explain_study
+    from attnsweep.pipelines.report.explain import explain_study
 
     figures, note = explain_study(folder, into)
     return {"explanation_figures": figures, "explanation_note": note}

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from attnsweep.pipelines.stats import eval_set_order  # noqa: E402
+from attnsweep.pipelines.report.stats import eval_set_order  # noqa: E402
 
 BASE_COLOR, SAME_COLOR, BETTER_COLOR, WORSE_COLOR = "#7f7f7f", "#4c72b0", "#2ca02c", "#d62728"
 DPI = 110

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import typer
 
-from attnsweep.pipelines import cli_data, cli_models, cli_report, cli_run, cli_train
-
+from attnsweep.pipelines.cli import data as cli_data
+from attnsweep.pipelines.cli import models as cli_models
+from attnsweep.pipelines.cli import report as cli_report
+from attnsweep.pipelines.cli import run as cli_run
+from attnsweep.pipelines.cli import train as cli_train
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,

@@ -10,9 +10,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from attnsweep.data import DatasetSpec, SplitSpec
-from attnsweep.pipelines.executors import ExecutorSpec
-from attnsweep.pipelines.stats import StatsSettings
-from attnsweep.pipelines.trial_config import TrialConfig, one_line
+from attnsweep.pipelines.trial.executors import ExecutorSpec
+from attnsweep.pipelines.report.stats import StatsSettings
+from attnsweep.pipelines.config.trial_config import TrialConfig, one_line
 
 # TrialConfig fields a study sets per trial; every other field is a shared training setting.
 PER_TRIAL_FIELDS = {"model", "dataset", "ood", "splits", "split", "image_size", "lr", "weight_decay", "data_dir"}

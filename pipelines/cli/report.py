@@ -12,8 +12,8 @@ def report(
                                  help="Grad-CAM / attention maps from the kept repeat checkpoints."),
 ) -> None:
     """Write OUT/report/: index.html (PNGs beside it), report.md and tables/*.csv."""
-    from attnsweep.pipelines.report import build_report
-    from attnsweep.pipelines.report_data import StudyFolderError
+    from attnsweep.pipelines.report.build import build_report
+    from attnsweep.pipelines.report.study_folder import StudyFolderError
 
     try:
         path = build_report(out, explain=explain)

@@ -19,10 +19,11 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from attnsweep.pipelines import checkpoint, distributed
-from attnsweep.pipelines.distributed import Dist
-from attnsweep.pipelines.metrics import classification_metrics, selection_score
-from attnsweep.pipelines.trial_config import TrialConfig, TrialConfigError
+from attnsweep.pipelines.trial import checkpoint
+from attnsweep.pipelines.trial import distributed
+from attnsweep.pipelines.trial.distributed import Dist
+from attnsweep.pipelines.trial.metrics import classification_metrics, selection_score
+from attnsweep.pipelines.config.trial_config import TrialConfig, TrialConfigError
 
 __all__ = ["TrialConfig", "TrialConfigError", "claim_folder", "evaluate", "train"]
 

@@ -13,13 +13,14 @@ from typing import Any
 
 from ray import tune
 
-from attnsweep.pipelines import executors, parquet_store
-from attnsweep.pipelines.mlflow_store import MlflowStore
-from attnsweep.pipelines.plan import Trial, tune_trials
-from attnsweep.pipelines.result_rows import epoch_rows, read_epochs, result_rows
-from attnsweep.pipelines.study import Study
-from attnsweep.pipelines.trainer import CHECKPOINT
-from attnsweep.pipelines.tune_trainable import final_result
+from attnsweep.pipelines.trial import executors
+from attnsweep.pipelines.store import parquet_store
+from attnsweep.pipelines.store.mlflow_store import MlflowStore
+from attnsweep.pipelines.sweep.plan import Trial, tune_trials
+from attnsweep.pipelines.store.result_rows import epoch_rows, read_epochs, result_rows
+from attnsweep.pipelines.config.study import Study
+from attnsweep.pipelines.trial.trainer import CHECKPOINT
+from attnsweep.pipelines.sweep.tune_trainable import final_result
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from attnsweep.pipelines.study import Study
+from attnsweep.pipelines.config.study import Study
 
 # Sustained TFLOP/s when the study does not say: small vision models reach a small fraction of a
 # device's peak. A CPU rank gets CPU_CORE_TFLOPS per core (its threads); measured with the demo on
@@ -88,7 +88,7 @@ def training_seconds(study: Study, p: PhasePlan, images: int) -> float:
 def default_rank_tflops(study: Study) -> float:
     """One rank: a GPU, or its CPU threads (a local job's ranks share this machine's cores: local
     trainings add up, see phase_wall_seconds)."""
-    from attnsweep.pipelines.distributed import machine_cpus
+    from attnsweep.pipelines.trial.distributed import machine_cpus
 
     if device_kind(study) == "gpu":
         return GPU_TFLOPS

@@ -25,8 +25,8 @@ def run(
     """Run a study: search and repeat phases of every variant, MLflow, Parquet, report."""
     from pydantic import ValidationError
 
-    from attnsweep.pipelines.study import StudyError, load_study
-    from attnsweep.pipelines.trial_config import one_line
+    from attnsweep.pipelines.config.study import StudyError, load_study
+    from attnsweep.pipelines.config.trial_config import one_line
 
     try:
         study = load_study(study_file)
@@ -46,9 +46,9 @@ def run(
     from rich.console import Console
 
     from attnsweep.data import DataError
-    from attnsweep.pipelines.orchestrate import StudyExists, run_study
-    from attnsweep.pipelines.phases import NoEligibleConfig
-    from attnsweep.pipelines.trial_config import TrialConfigError
+    from attnsweep.pipelines.sweep.orchestrate import StudyExists, run_study
+    from attnsweep.pipelines.sweep.phases import NoEligibleConfig
+    from attnsweep.pipelines.config.trial_config import TrialConfigError
 
     # Without a terminal (a log file, a SLURM job) rich would wrap at 80 columns.
     console = Console() if Console().is_terminal else Console(width=120, soft_wrap=True)
@@ -78,7 +78,7 @@ def export(
     to: Path = typer.Option(..., "--to", help="The Parquet file to write."),
 ) -> None:
     """Consolidate a study's result rows (`<out>/results/`) into one Parquet file."""
-    from attnsweep.pipelines.parquet_store import export as export_rows
+    from attnsweep.pipelines.store.parquet_store import export as export_rows
 
     try:
         n = export_rows(out, to)
@@ -92,8 +92,7 @@ def print_plan(study) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from attnsweep.pipelines import estimate
-
+    from attnsweep.pipelines.sweep import estimate
     rows = estimate.plan(study)
     images = estimate.pool_images(study)
     table = Table(title=f"{study.name}: plan ({study.dataset_label}, {study.image_size}px, executor "

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from attnsweep.pipelines import stats
-from attnsweep.pipelines.report_data import StudyFolder, StudyFolderError
-from attnsweep.pipelines.results_schema import SCHEMA_VERSION
+from attnsweep.pipelines.report import stats
+from attnsweep.pipelines.report.study_folder import StudyFolder, StudyFolderError
+from attnsweep.pipelines.store.results_schema import SCHEMA_VERSION
 
 # all metrics the study can compare are "higher is better" fractions, shown in percent as paper 002
 PERCENT = 100.0

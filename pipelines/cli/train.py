@@ -9,7 +9,7 @@ import typer
 def _key_values(items: list[str], option: str) -> dict:
     import yaml
 
-    from attnsweep.pipelines.trial_config import TrialConfigError
+    from attnsweep.pipelines.config.trial_config import TrialConfigError
 
     out = {}
     for item in items:
@@ -68,10 +68,10 @@ def train(
 
     from attnsweep.data import DatasetSpec, prepare
     from attnsweep.data.errors import DataError
-    from attnsweep.pipelines import checkpoint
-    from attnsweep.pipelines.executors import ExecutorSpec, submit, validate
-    from attnsweep.pipelines.trainer import RESULT
-    from attnsweep.pipelines.trial_config import TrialConfigError, one_line, parse
+    from attnsweep.pipelines.trial import checkpoint
+    from attnsweep.pipelines.trial.executors import ExecutorSpec, submit, validate
+    from attnsweep.pipelines.trial.trainer import RESULT
+    from attnsweep.pipelines.config.trial_config import TrialConfigError, one_line, parse
 
     try:
         spec = DatasetSpec.parse(dataset).model_dump(mode="json")

@@ -20,12 +20,12 @@ from pathlib import Path
 import pandas as pd
 from ray import tune
 
-from attnsweep.pipelines import parquet_store
-from attnsweep.pipelines.plan import make_trial, phase_splits
-from attnsweep.pipelines.result_rows import read_json
-from attnsweep.pipelines.study import LogRange, Study
-from attnsweep.pipelines.tracking import Recorder, TrackerCallback
-from attnsweep.pipelines.tune_trainable import DIVERGED_SCORE, SplitsTrainable
+from attnsweep.pipelines.store import parquet_store
+from attnsweep.pipelines.sweep.plan import make_trial, phase_splits
+from attnsweep.pipelines.store.result_rows import read_json
+from attnsweep.pipelines.config.study import LogRange, Study
+from attnsweep.pipelines.sweep.tracking import Recorder, TrackerCallback
+from attnsweep.pipelines.sweep.tune_trainable import DIVERGED_SCORE, SplitsTrainable
 
 METRIC, SCORE = "val_balanced_accuracy", "score"
 

@@ -16,12 +16,12 @@ from statistics import fmean
 import submitit
 from ray import tune
 
-from attnsweep.pipelines import executors
-from attnsweep.pipelines.executors import ExecutorSpec
-from attnsweep.pipelines.plan import Trial, tune_trials
-from attnsweep.pipelines.result_rows import read_epochs, read_json
-from attnsweep.pipelines.study import Study
-from attnsweep.pipelines.trainer import FINAL_STATUSES, RESULT
+from attnsweep.pipelines.trial import executors
+from attnsweep.pipelines.trial.executors import ExecutorSpec
+from attnsweep.pipelines.sweep.plan import Trial, tune_trials
+from attnsweep.pipelines.store.result_rows import read_epochs, read_json
+from attnsweep.pipelines.config.study import Study
+from attnsweep.pipelines.trial.trainer import FINAL_STATUSES, RESULT
 
 # What a diverged configuration scores: the floor of balanced accuracy, so the search learns to
 # avoid its region (a NaN would make Optuna drop the trial and maybe sample it again).

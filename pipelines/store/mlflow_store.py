@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from attnsweep.pipelines.result_rows import METRIC_KEYS, TrialRef
+from attnsweep.pipelines.store.result_rows import METRIC_KEYS, TrialRef
 
 # status of a trial -> the MLflow run status it ends with
 RUN_STATUS = {"ok": "FINISHED", "diverged": "FINISHED", "stopped": "KILLED", "failed": "FAILED"}

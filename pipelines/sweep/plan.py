@@ -8,9 +8,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from attnsweep.pipelines.result_rows import TrialRef
-from attnsweep.pipelines.study import Study
-from attnsweep.pipelines.trial_config import TrialConfig
+from attnsweep.pipelines.store.result_rows import TrialRef
+from attnsweep.pipelines.config.study import Study
+from attnsweep.pipelines.config.trial_config import TrialConfig
 
 PHASES = ("search", "repeat")
 

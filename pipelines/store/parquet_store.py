@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from attnsweep.pipelines.results_schema import EPOCHS_SCHEMA, RESULTS_SCHEMA, to_table
+from attnsweep.pipelines.store.results_schema import EPOCHS_SCHEMA, RESULTS_SCHEMA, to_table
 
 RESULTS_DIR, EPOCHS_DIR = "results", "epochs"
 

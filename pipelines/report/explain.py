@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnsweep.pipelines.report_data import StudyFolder, StudyFolderError
+from attnsweep.pipelines.report.study_folder import StudyFolder, StudyFolderError
 
 BATCH = 16
 METHODS = ["Grad-CAM", "GA map", "ViT attention"]
@@ -148,7 +148,7 @@ def _load_images(folder: StudyFolder, trial: Path, cfg: dict, n: int):
 def explain_variant(folder: StudyFolder, trial: Path, n: int) -> tuple[list[Explained], np.ndarray, list[str]]:
     """All maps of one variant from its trial folder; also the per-class input images and names."""
     from attnsweep.models import create, parse_name
-    from attnsweep.pipelines.checkpoint import load as load_weights
+    from attnsweep.pipelines.trial.checkpoint import load as load_weights
 
     cfg = json.loads((trial / "config.json").read_text())
     x, n_classes, raw, names = _load_images(folder, trial, cfg, n)
@@ -182,7 +182,7 @@ def explain_study(folder: StudyFolder, into: Path) -> tuple[list[str], str]:
             raise StudyFolderError(f"{trial}: explanations failed ({msg}); `--no-explain` skips them") from e
         rows += explained
         raw, names = (raw, names) if raw is not None else (raw_v, names_v)
-    from attnsweep.pipelines.report_plots import explanation_grid
+    from attnsweep.pipelines.report.plots import explanation_grid
 
     rows.sort(key=lambda e: METHODS.index(e.method))  # Table 4: Grad-CAM rows, then attention maps
     name = "explanations.png"

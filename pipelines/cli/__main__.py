@@ -1,0 +1,3 @@
+from attnsweep.pipelines.cli import main
+
+main()

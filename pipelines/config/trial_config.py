@@ -1,0 +1,91 @@
+"""`TrialConfig`: everything one training run on one split depends on. Validated in the driver,
+before any job is submitted; an error is one line that names the field."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from attnsweep.data import DatasetSpec, SplitSpec
+
+
+class TrialConfigError(ValueError):
+    """A bad trial configuration; the message is one line naming the field."""
+
+
+class TrialConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    dataset: DatasetSpec
+    ood: dict[str, DatasetSpec] = Field(default_factory=dict)
+    splits: SplitSpec = Field(default_factory=SplitSpec)
+    split: str = "search-0"
+    image_size: int = Field(224, ge=16)
+    epochs: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(ge=1, description="global batch, split evenly over the ranks")
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum; AdamW's beta1")
+    # step: x gamma every step_size epochs; multistep: x gamma at these fractions of the epochs.
+    schedule: Literal["step", "multistep", "cosine", "constant"] = "constant"
+    step_size: int = Field(30, ge=1)
+    milestones: tuple[float, ...] = (0.3, 0.6, 0.9)
+    gamma: float = Field(0.1, gt=0, le=1)
+    augmentation: Literal["none", "flip_rot20", "perez2018"] = "none"
+    seed: int = 0
+    pretrained: str | None = None
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    selection_metric: Literal["balanced_accuracy", "accuracy", "auc_roc", "loss"] = "balanced_accuracy"
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank")
+    data_dir: Path | None = Field(None, description="prepared data (attnsweep.data.prepare); "
+                                                    "None: prepared into the trial folder")
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        from attnsweep.models import parse_name
+
+        parse_name(name)  # ValueError listing the valid backbones and attentions
+        return name
+
+    @field_validator("milestones")
+    @classmethod
+    def _fractions(cls, ms: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < m < 1 for m in ms) or list(ms) != sorted(ms):
+            raise ValueError(f"must be increasing fractions of the epochs in (0, 1), got {list(ms)}")
+        return ms
+
+    @model_validator(mode="after")
+    def _split_and_roots(self) -> TrialConfig:
+        if self.split not in self.splits.names():
+            raise ValueError(f"split: {self.split!r} is not one of the splits {self.splits.names()}")
+        for field, spec in [("dataset", self.dataset), *((f"ood.{k}", v) for k, v in self.ood.items())]:
+            if spec.root is not None and not Path(spec.root).exists():
+                raise ValueError(f"{field}.root: {spec.root} does not exist")
+        return self
+
+    def hash(self) -> str:
+        """Identifies the trial's configuration (a stable folder name for one trial)."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def one_line(err: ValidationError, source: str = "trial config") -> str:
+    """The first error of a pydantic ValidationError as `source: field: message (got value)`."""
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"])
+    msg = e["msg"].removeprefix("Value error, ")
+    got = "" if e["type"] in ("value_error", "missing") else f" (got {e['input']!r})"
+    where = f"{loc}: " if loc else ""
+    return f"{source}: {where}{msg}{got}"
+
+
+def parse(data: dict, source: str = "trial config") -> TrialConfig:
+    try:
+        return TrialConfig.model_validate(data)
+    except ValidationError as err:
+        raise TrialConfigError(one_line(err, source)) from None
