@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from attnsweep.pipelines.trial import checkpoint
 from attnsweep.pipelines.trial import distributed
 from attnsweep.pipelines.trial.distributed import Dist
+from attnsweep.pipelines.trial.hold import hold_after_epoch
 from attnsweep.pipelines.trial.metrics import classification_metrics, selection_score
 from attnsweep.pipelines.config.trial_config import TrialConfig, TrialConfigError
 
@@ -120,6 +121,7 @@ def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
             log.info("epoch %d/%d train_loss %.4f val %s %s (%.1f s, %.0f img/s)", epoch, cfg.epochs,
                      line["train_loss"], cfg.selection_metric, val[cfg.selection_metric], seconds,
                      line["images_per_s"])
+            hold_after_epoch(trial_dir, epoch)
 
     metrics: dict[str, dict] = {}
     if not diverged:
