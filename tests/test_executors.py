@@ -13,7 +13,8 @@ from attnsweep.data import load_split, make_dataset
 from attnsweep.models import create
 from attnsweep.pipelines.trial import checkpoint
 from attnsweep.pipelines.trial.distributed import Dist, machine_cpus
-from attnsweep.pipelines.trial.executors import ExecutorSpec, attach, job_ids, submit, submit_array
+from attnsweep.pipelines.config.executor import ExecutorSpec
+from attnsweep.pipelines.trial.executors import attach, job_ids, submit, submit_array
 from attnsweep.pipelines.trial.trainer import BEST, RESULT, evaluate, train
 from attnsweep.pipelines.config.trial_config import TrialConfigError
 

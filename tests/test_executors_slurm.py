@@ -11,7 +11,8 @@ import pytest
 import submitit
 from trainer_setup import data_dir, read_lines, trial_config, wait_for_epoch  # noqa: F401
 
-from attnsweep.pipelines.trial.executors import JOBS, ExecutorSpec, attach, job_ids, submit, submit_array
+from attnsweep.pipelines.config.executor import ExecutorSpec
+from attnsweep.pipelines.trial.executors import JOBS, attach, job_ids, submit, submit_array
 from attnsweep.pipelines.trial.trainer import BEST, CHECKPOINT, CONFIG, METRICS, RESULT, train
 
 pytestmark = pytest.mark.slurm

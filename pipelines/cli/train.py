@@ -69,7 +69,8 @@ def train(
     from attnsweep.data import DatasetSpec, prepare
     from attnsweep.data.errors import DataError
     from attnsweep.pipelines.trial import checkpoint
-    from attnsweep.pipelines.trial.executors import ExecutorSpec, submit, validate
+    from attnsweep.pipelines.config.executor import ExecutorSpec
+    from attnsweep.pipelines.trial.executors import submit, validate
     from attnsweep.pipelines.trial.trainer import RESULT
     from attnsweep.pipelines.config.trial_config import TrialConfigError, one_line, parse
 

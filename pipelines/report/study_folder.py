@@ -13,7 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from attnsweep.pipelines.store.results_schema import EPOCHS_SCHEMA, RESULTS_SCHEMA
-from attnsweep.pipelines.report.stats import StatsSettings
+from attnsweep.pipelines.config.stats_settings import StatsSettings
 
 
 class StudyFolderError(ValueError):

@@ -17,7 +17,7 @@ import submitit
 from ray import tune
 
 from attnsweep.pipelines.trial import executors
-from attnsweep.pipelines.trial.executors import ExecutorSpec
+from attnsweep.pipelines.config.executor import ExecutorSpec
 from attnsweep.pipelines.sweep.plan import Trial, tune_trials
 from attnsweep.pipelines.store.result_rows import read_epochs, read_json
 from attnsweep.pipelines.config.study import Study
