@@ -26,7 +26,7 @@ def run(
     from pydantic import ValidationError
 
     from attnsweep.pipelines.config.study import StudyError, load_study
-    from attnsweep.pipelines.config.trial_config import one_line
+    from attnsweep.pipelines.config.errors import one_line
 
     try:
         study = load_study(study_file)

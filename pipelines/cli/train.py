@@ -68,11 +68,11 @@ def train(
 
     from attnsweep.data import DatasetSpec, prepare
     from attnsweep.data.errors import DataError
-    from attnsweep.pipelines.trial import checkpoint
     from attnsweep.pipelines.config.executor import ExecutorSpec
     from attnsweep.pipelines.trial.executors import submit, validate
-    from attnsweep.pipelines.trial.trainer import RESULT
-    from attnsweep.pipelines.config.trial_config import TrialConfigError, one_line, parse
+    from attnsweep.pipelines.trial.folder import TrialFolder
+    from attnsweep.pipelines.config.errors import one_line
+    from attnsweep.pipelines.config.trial_config import TrialConfigError, parse
 
     try:
         spec = DatasetSpec.parse(dataset).model_dump(mode="json")
@@ -103,9 +103,9 @@ def train(
         _fail(str(err))
     typer.echo(f"submitted {executor} job {job.job_id}: {trial_dir}", err=True)
     job.exception()  # waits; unlike result(), never drops a debug job into pdb
-    result_path = trial_dir / RESULT
-    result = checkpoint.read_json(result_path) if result_path.exists() else {"status": "failed"}
+    folder = TrialFolder(trial_dir)
+    result = folder.result() or {"status": "failed"}
     if result["status"] == "failed":
         error = " ".join(str(result.get("error", "no result.json")).splitlines())
-        _fail(f"trial failed: {error} (logs: {trial_dir / 'submitit'})", code=1)
-    typer.echo(str(result_path))
+        _fail(f"trial failed: {error} (logs: {folder.submitit_dir})", code=1)
+    typer.echo(str(folder.result_file))

@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from attnsweep.data import DatasetSpec, SplitSpec
+from attnsweep.pipelines.config import selection
+from attnsweep.pipelines.config.errors import one_line
 
 
 class TrialConfigError(ValueError):
@@ -40,7 +42,7 @@ class TrialConfig(BaseModel):
     seed: int = 0
     pretrained: str | None = None
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    selection_metric: Literal["balanced_accuracy", "accuracy", "auc_roc", "loss"] = "balanced_accuracy"
+    selection_metric: selection.Metric = selection.DEFAULT
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank")
     data_dir: Path | None = Field(None, description="prepared data (attnsweep.data.prepare); "
                                                     "None: prepared into the trial folder")
@@ -72,16 +74,6 @@ class TrialConfig(BaseModel):
     def hash(self) -> str:
         """Identifies the trial's configuration (a stable folder name for one trial)."""
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def one_line(err: ValidationError, source: str = "trial config") -> str:
-    """The first error of a pydantic ValidationError as `source: field: message (got value)`."""
-    e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"])
-    msg = e["msg"].removeprefix("Value error, ")
-    got = "" if e["type"] in ("value_error", "missing") else f" (got {e['input']!r})"
-    where = f"{loc}: " if loc else ""
-    return f"{source}: {where}{msg}{got}"
 
 
 def parse(data: dict, source: str = "trial config") -> TrialConfig:

@@ -14,13 +14,13 @@ from typing import Any
 from ray import tune
 
 from attnsweep.pipelines.trial import executors
+from attnsweep.pipelines.config import selection
 from attnsweep.pipelines.store import parquet_store
 from attnsweep.pipelines.store.mlflow_store import MlflowStore
 from attnsweep.pipelines.sweep.plan import Trial, tune_trials
-from attnsweep.pipelines.store.result_rows import epoch_rows, read_epochs, result_rows
+from attnsweep.pipelines.store.result_rows import epoch_rows, result_rows
 from attnsweep.pipelines.config.study import Study
-from attnsweep.pipelines.trial.trainer import CHECKPOINT
-from attnsweep.pipelines.sweep.tune_trainable import final_result
+from attnsweep.pipelines.trial.folder import TrialFolder
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,12 @@ def code_version() -> str:
     return version("attnsweep")
 
 
-def unfinished_result(trial_dir: Path, status: str, error: str | None = None) -> dict[str, Any]:
+def unfinished_result(trial_dir: Path, status: str, error: str | None = None,
+                      metric: str = selection.DEFAULT) -> dict[str, Any]:
     """The record of a trial without a final result. A stopped one keeps its best validation
-    epoch so far (what ASHA judged it by); a failed one has no metrics."""
-    epochs = read_epochs(trial_dir)
-    best = max(epochs, key=lambda e: (e.get("val") or {}).get("balanced_accuracy") or 0.0, default=None)
+    epoch so far by `metric` (what ASHA judged it by); a failed one has no metrics."""
+    epochs = TrialFolder(trial_dir).epochs()
+    best = max(epochs, key=lambda e: selection.score((e.get("val") or {}).get(metric), metric), default=None)
     kept = best if status == "stopped" else None
     return {"status": status, "error": error, "epochs_run": len(epochs),
             "best_epoch": kept["epoch"] if kept else None,
@@ -65,7 +66,7 @@ class Recorder:
     def log_progress(self, trial: Trial) -> None:
         run_id, terminated = self.store.child_run(trial.ref, trial.cfg.model_dump(mode="json"))
         if not terminated:
-            self.store.log_epochs(run_id, read_epochs(trial.ref.dir))
+            self.store.log_epochs(run_id, trial.ref.folder.epochs())
 
     def record(self, trial: Trial, result: dict[str, Any]) -> None:
         """MLflow first (the row names the run), then the Parquet files (the recorded marker)."""
@@ -73,7 +74,7 @@ class Recorder:
             return
         config = trial.cfg.model_dump(mode="json")
         run_id, terminated = self.store.child_run(trial.ref, config)
-        epochs = read_epochs(trial.ref.dir)
+        epochs = trial.ref.folder.epochs()
         if not terminated:
             self.store.log_epochs(run_id, epochs)
             self.store.finish_child(trial.ref, run_id, result, self.class_names)
@@ -86,10 +87,10 @@ class Recorder:
         """Record a trial whose trainer finished (e.g. while the driver was down) -> whether it was.
         Its `checkpoint.pt` (the resume state, twice the size of the weights) goes: a finished
         trial is never resumed; `best.pt` stays for the explanations."""
-        result = final_result(trial.ref.dir)
+        result = trial.ref.folder.final_result()
         if result is not None:
             self.record(trial, result)
-            (trial.ref.dir / CHECKPOINT).unlink(missing_ok=True)
+            trial.ref.folder.drop_checkpoint()
         return result is not None
 
     def close(self, trial: Trial, status: str, error: str | None = None) -> None:
@@ -100,7 +101,7 @@ class Recorder:
         job = executors.attach(trial.ref.dir, self.study.executor)  # a local job is stopped by attach
         if job is not None:
             job.cancel(check=False)
-        self.record(trial, unfinished_result(trial.ref.dir, status, error))
+        self.record(trial, unfinished_result(trial.ref.dir, status, error, trial.cfg.selection_metric))
 
 
 class TrackerCallback(tune.Callback):
