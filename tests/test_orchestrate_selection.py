@@ -16,6 +16,7 @@ from attnsweep.pipelines.sweep.phases import best_config, config_scores
 from attnsweep.pipelines.sweep.plan import make_trial
 from attnsweep.pipelines.config.study import load_study
 from attnsweep.pipelines.sweep.tracking import Recorder
+from attnsweep.pipelines.sweep.tune_callback import close
 
 DEMO = Path(__file__).resolve().parents[1] / "studies" / "demo.yaml"
 VARIANT = "resnet18"
@@ -60,12 +61,12 @@ def recorded(tmp_path):
     t["e"] = [_trial(study, out, s, 0.005, [0.6, 0.4], "ok") for s in ("search-0", "search-1")]
     for key in "abe":
         for trial in t[key]:
-            recorder.close(trial, "stopped")  # has a final result: recorded with it
+            close(recorder, trial, "stopped")  # has a final result: recorded with it
     for trial in t["b"] + t["c"][:1]:
         assert recorder.record_finished(trial)
-    recorder.close(t["c"][1], "failed", "RuntimeError: boom")
+    close(recorder, t["c"][1], "failed", "RuntimeError: boom")
     for trial in t["d"]:
-        recorder.close(trial, "stopped")  # ASHA stopped it after one epoch
+        close(recorder, trial, "stopped")  # ASHA stopped it after one epoch
     return study, out, recorder, t
 
 
@@ -93,7 +94,7 @@ def test_unfinished_trials_are_recorded_with_their_status(recorded):
     # Recording again (a resumed driver) adds nothing and opens no run.
     for trials in t.values():
         for trial in trials:
-            recorder.close(trial, "stopped")
+            close(recorder, trial, "stopped")
     assert parquet_store.read(out).num_rows == 20
     assert len([r for r in client.search_runs([recorder.store.experiment_id]) if "attnsweep.trial_id" in r.data.tags]) == 10
 

@@ -24,7 +24,8 @@ from attnsweep.pipelines.config import selection
 from attnsweep.pipelines.store import parquet_store
 from attnsweep.pipelines.sweep.plan import make_trial, phase_splits
 from attnsweep.pipelines.config.study import LogRange, Study
-from attnsweep.pipelines.sweep.tracking import Recorder, TrackerCallback
+from attnsweep.pipelines.sweep.tracking import Recorder
+from attnsweep.pipelines.sweep.tune_callback import TrackerCallback, finish
 from attnsweep.pipelines.sweep.tune_trainable import VAL_SCORE, SplitsTrainable
 from attnsweep.pipelines.trial.folder import CONFIG, TrialFolder
 
@@ -142,8 +143,8 @@ def run_search(study: Study, out: Path, variant: str, data_dir: Path, recorder: 
     started = _started_configs(study, out, variant, data_dir)
     for params in started:  # trials that finished while no driver was recording
         for split in splits:
-            recorder.record_finished(make_trial(study, out, "search", variant, split, params["lr"],
-                                                params["weight_decay"], data_dir))
+            finish(recorder, make_trial(study, out, "search", variant, split, params["lr"],
+                                        params["weight_decay"], data_dir))
     finished = config_scores(out, variant, len(splits), study.train.selection_metric)
     done = {(r.lr, r.weight_decay) for r in finished.itertuples()}
     in_flight = [p for p in started if (p["lr"], p["weight_decay"]) not in done]
@@ -173,7 +174,7 @@ def run_repeat(study: Study, out: Path, variant: str, data_dir: Path, recorder: 
     todo = []
     for split in phase_splits(study, "repeat"):
         trial = make_trial(study, out, "repeat", variant, split, params["lr"], params["weight_decay"], data_dir)
-        if not (recorder.is_recorded(trial) or recorder.record_finished(trial)):
+        if not (recorder.is_recorded(trial) or finish(recorder, trial)):
             todo.append(split)
     if progress:
         progress.already_done(variant, "repeat", study.splits.repeat_splits - len(todo), None)
