@@ -33,6 +33,10 @@ def test_train_prints_the_result_path(tmp_path):
     (["--milestones", "0.9,0.3", *SYNTH], "milestones"),
     (["--sbatch", "exclusive", *SYNTH], "--sbatch"),
     (["--executor", "cloud", *SYNTH], "kind"),
+    # options generated from TrialConfig and SlurmResources: the models' own checks
+    (["--momentum", "1", *SYNTH], "momentum"),
+    (["--selection-metric", "f1", *SYNTH], "selection_metric"),
+    (["--max-requeues", "-1", *SYNTH], "max_requeues"),
 ])
 def test_bad_config_fails_before_submission_with_one_line(tmp_path, args, field):
     res = CliRunner().invoke(app, ["train", *TINY, *args, "--out", str(tmp_path)])
