@@ -45,7 +45,7 @@ def write_study_file(study: Study, out: Path) -> Path:
     return path
 
 
-def tune_plan(study: Study) -> dict[tuple[str, str], int]:
+def tune_trial_counts(study: Study) -> dict[tuple[str, str], int]:
     """(variant, phase) -> Tune trials: configurations in the search, splits in the repeat."""
     plan = {}
     for v in study.variants:
@@ -158,7 +158,7 @@ def run_study(study: Study, resume: bool = False, console: Console | None = None
     # Ray installs its own SIGTERM handler in ray.init: ours goes on top of it, inside.
     with ray_runtime(study, out), sigterm_as_interrupt():
         try:
-            with Progress(study.name, tune_plan(study), console) as progress:
+            with Progress(study.name, tune_trial_counts(study), console) as progress:
                 for variant in study.variants:
                     if phase_splits(study, "search"):
                         best = run_search(study, out, variant, data_dir, recorder, progress, poll_s)
