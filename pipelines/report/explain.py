@@ -129,7 +129,7 @@ def _pick_split(dirs: dict[str, dict[str, Path]]) -> str | None:
 def _load_images(folder: StudyFolder, trial: Path, cfg: dict, n: int):
     from attnsweep.data import load_split, make_dataset
 
-    data_dir = Path(cfg["data_dir"]) if cfg.get("data_dir") else trial / "data"
+    data_dir = Path(cfg["data_dir"]) if cfg.get("data_dir") else TrialFolder(trial).data_dir
     if not data_dir.exists():  # the study folder moved: its prepared data sits beside the trials
         data_dir = folder.out / "data"
     split = load_split(data_dir, cfg["split"])

@@ -8,6 +8,7 @@ place that knows its file names, how each is read and written, and when the tria
     result.json     last: `ok` or `diverged` is final, `failed` (written by the job) is retried
     jobs.json       every submitted job: id, executor kind, submitit folder, tasks, time
     submitit/       the submitit logs and pickles of a job of this trial alone
+    data/           the prepared data, when the config names no data_dir (`data.prepare(.., path)`)
 
 Every file is written to a temporary name and renamed (`data.atomic.replacing`), so a job killed
 at any moment leaves the old file or the new one, never half of one; the requeue signal waits
@@ -95,6 +96,7 @@ class TrialFolder:
     result_file = property(lambda self: self.path / RESULT)
     jobs_file = property(lambda self: self.path / JOBS)
     submitit_dir = property(lambda self: self.path / SUBMITIT)
+    data_dir = property(lambda self: self.path / "data")
 
     # config.json
     def claim(self, cfg: TrialConfig, write: bool = True) -> None:

@@ -49,7 +49,7 @@ def _train(cfg: TrialConfig, folder: TrialFolder, d: Dist) -> dict[str, Any]:
     if finished is not None:
         return finished
     hosts = distributed.gather(d.host)
-    split = _load_split(cfg, folder.path, d)
+    split = _load_split(cfg, folder, d)
     if split.image_size != cfg.image_size:
         raise TrialConfigError(f"image_size: {cfg.image_size}, but the data dir holds {split.image_size} px images")
     num_classes = len(split.class_names)
@@ -143,15 +143,15 @@ def _train(cfg: TrialConfig, folder: TrialFolder, d: Dist) -> dict[str, Any]:
     return result
 
 
-def _load_split(cfg: TrialConfig, trial_dir: Path, d: Dist):
+def _load_split(cfg: TrialConfig, folder: TrialFolder, d: Dist):
     from attnsweep.data import load_split, prepare
 
     data_dir = cfg.data_dir
     if data_dir is None:  # prepared once, by rank 0, into the trial folder
         if d.is_main:
-            prepare(cfg.dataset, cfg.splits, cfg.image_size, trial_dir, ood=cfg.ood)
+            prepare(cfg.dataset, cfg.splits, cfg.image_size, folder.path, ood=cfg.ood)
         distributed.barrier()
-        data_dir = trial_dir / "data"
+        data_dir = folder.data_dir
     return load_split(data_dir, cfg.split)
 
 
