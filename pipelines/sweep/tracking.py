@@ -18,6 +18,7 @@ from attnsweep.pipelines.store.result_rows import epoch_rows, result_rows
 from attnsweep.pipelines.config.study import Study
 from attnsweep.pipelines.trial.folder import TrialFolder
 
+
 def code_version() -> str:
     """The git commit of the installed code (`-dirty` with local changes), else the package version."""
     here = Path(__file__).resolve().parent
