@@ -89,7 +89,7 @@ class Progress:
 
     def _table(self) -> Table:
         table = Table(title=f"{self.title} ({_clock(time.monotonic() - self.t0)})")
-        for col in ("variant", "phase", "done", "running", "failed", "stopped", "best val BA", "elapsed"):
+        for col in ("variant", "phase", "done", "running", "failed", "stopped", "best score", "elapsed"):
             table.add_column(col, justify="left" if col in ("variant", "phase") else "right")
         now = time.monotonic()
         for (variant, phase), r in self.rows.items():
