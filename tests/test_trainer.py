@@ -70,18 +70,57 @@ def test_resume_completes_what_a_kill_after_the_checkpoint_left_out(finished, tm
     cfg, folder, done = finished
     cut = tmp_path / "cut"
     shutil.copytree(folder, cut)
-    # Killed after checkpoint.pt was written: its metrics line is missing, and best.pt holds weights
-    # the checkpoint does not know (here: the last epoch's, written by a run that was then killed).
+    # Killed after checkpoint.pt was written: its metrics line is missing, and the new best weights
+    # are still staged under their epoch's name (best.pt holds others); a stale staged file of a
+    # checkpoint that was never written lies beside them.
     metrics = cut / METRICS
     metrics.write_text("".join(metrics.read_text().splitlines(keepends=True)[:-1]))
     (cut / RESULT).unlink()
+    (cut / BEST).rename(cut / f"best-epoch{done['best_epoch']}.pt")
     torch.save(torch.load(cut / CHECKPOINT, weights_only=True)["model"], cut / BEST)
+    torch.save({"w": torch.zeros(1)}, cut / "best-epoch99.pt")
 
     resumed = train(cfg, cut)
     assert metrics.read_text() == (folder / METRICS).read_text()
     assert resumed == done
     best, expected = (torch.load(d / BEST, weights_only=True) for d in (cut, folder))
     assert best.keys() == expected.keys() and all(torch.equal(best[k], expected[k]) for k in best)
+    assert not list(cut.glob("best-epoch*.pt"))
+
+
+def test_checkpoints_every_k_epochs_and_a_resume_reruns_the_epochs_after_the_last(data_dir, tmp_path,  # noqa: F811
+                                                                                   monkeypatch):
+    """checkpoint_every_epochs=2 over 5 epochs: checkpoint.pt after epochs 2, 4 and 5 (the last).
+    A kill after epoch 3 (its line written, the last checkpoint epoch 2's): resume truncates
+    metrics.jsonl to epoch 2 and re-runs epoch 3, so every epoch is there once, with the numbers
+    of an uninterrupted run."""
+    cfg = trial_config(data_dir, epochs=5, checkpoint_every_epochs=2, checkpoint_every_minutes=None)
+    folder, killed = tmp_path / "trial", tmp_path / "killed"
+    saved: list[int] = []
+    real_save = checkpoint.save
+
+    def save(path, state):
+        if path.name == CHECKPOINT:
+            saved.append(state["epoch"])
+            assert "best_model" not in state  # best.pt is referenced, not copied
+            if state["epoch"] == 4:  # the folder as a kill after epoch 3 leaves it
+                shutil.copytree(folder, killed)
+        real_save(path, state)
+
+    monkeypatch.setattr(checkpoint, "save", save)
+    reference = train(cfg, folder)
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    assert saved == [2, 4, 5]
+    lines = read_lines(killed)
+    assert [line["epoch"] for line in lines] == [1, 2, 3]
+    assert checkpoint.load(killed / CHECKPOINT)["epoch"] == 2
+    with (killed / METRICS).open("w") as f:  # epoch 3's line changed (it must be re-run) and a torn line
+        f.write("".join(json.dumps(x) + "\n" for x in [*lines[:2], {**lines[2], "train_loss": -1.0}]))
+        f.write('{"epoch": 4, "trai')
+
+    resumed = train(cfg, killed)
+    assert comparable(read_lines(killed)) == comparable(read_lines(folder))
+    assert (resumed["metrics"], resumed["best_epoch"]) == (reference["metrics"], reference["best_epoch"])
 
 
 def test_a_config_cannot_reuse_another_trials_folder(finished, data_dir):  # noqa: F811

@@ -58,8 +58,12 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         os.fsync(f.fileno())  # on a node crash, the rename must not overtake the data
 
 
+def write_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
 def write_json(path: Path, obj: Any) -> None:
-    _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1, allow_nan=False).encode()))
+    write_text(path, json.dumps(obj, indent=1, allow_nan=False))
 
 
 def read_json(path: Path) -> Any:
@@ -72,6 +76,13 @@ def save(path: Path, state: dict[str, Any]) -> None:
 
 def load(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def cpu_copy(state: Any) -> Any:
+    """`state` with every tensor copied to the CPU (containers rebuilt): a snapshot that later
+    training steps do not change."""
+    return torch.utils._pytree.tree_map(
+        lambda v: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor) else v, state)
 
 
 def rng_state() -> dict[str, Any]:
