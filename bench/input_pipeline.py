@@ -99,7 +99,8 @@ def train_images_per_s(model_name: str, size: int, batch: int, device: torch.dev
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 7, (batch,), device=device)
-    amp = dict(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda" else dict(device_type="cpu", enabled=False)
+    cuda = device.type == "cuda"
+    amp = dict(device_type="cuda", dtype=torch.bfloat16) if cuda else dict(device_type="cpu", enabled=False)
 
     def step():
         with torch.autocast(**amp):
@@ -142,7 +143,8 @@ def main() -> None:
             batch = torch.from_numpy(np.array(images[: args.batch])).to(device)
             calls = iter(range(10**6))
             aug_s = seconds(lambda: transform(batch, seed=batch_seed(0, 1, 0, next(calls))), device, 2) / args.batch
-            trains = ", ".join(f"{m} {ips:.1f} images/s (augmentation adds {aug_s * ips:.0%})" for m, ips in train.items())
+            trains = ", ".join(f"{m} {ips:.1f} images/s (augmentation adds {aug_s * ips:.0%})"
+                               for m, ips in train.items())
             print(f"{preset}: loader {loader:.3f} ms/image (feeds {4000 / loader:,.0f} images/s with 4 workers, "
                   f"{8000 / loader:,.0f} with 8; before {before:.1f} ms/image, {before / loader:,.0f}x); "
                   f"device aug {1 / aug_s:.0f} images/s ({aug_s * 1000:.1f} ms/image, before/device "

@@ -22,10 +22,10 @@ import contextlib
 from collections.abc import Iterator
 
 import kornia.augmentation as K
-import torch.nn.functional as F
-from kornia.geometry.conversions import normalize_homography
 import numpy as np
 import torch
+import torch.nn.functional as F
+from kornia.geometry.conversions import normalize_homography
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -38,9 +38,9 @@ class BatchAugment(nn.Module):
     kornia draws each transform's parameters (`forward_parameters`) and gives its 3x3 matrix
     (`compute_transformation`); the geometric ones are composed into one matrix per sample and the
     batch is resampled once (`grid_sample`). Applying kornia's modules one after another
-    resamples four times, and on the CPU costs 4x more than the per-image torchvision path it
-    replaces; one warp is also one interpolation instead of four. The colour jitter is kornia's
-    module as is. `params` holds the last draws by transform name (for tests and inspection)."""
+    resamples four times, and on the CPU cost 2-3x more than the per-image torchvision path it
+    replaces; one warp is also one interpolation instead of four. `params` holds the last draws
+    by transform name (for tests and inspection)."""
 
     def __init__(self, geometric: dict[str, nn.Module], mode: str, padding_mode: str,
                  colour: nn.Module | None = None):
@@ -74,8 +74,8 @@ _GRAY = (0.2989, 0.587, 0.114)  # torchvision's (ITU-R 601) luma weights
 
 def colour_jitter(x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """torchvision's ColorJitter formulas on a batch, with per-sample factors and kornia's drawn
-    step order. By hand because kornia's ColorJitter module runs each step on the whole batch under
-    torch.where guards and took 4x the per-image torchvision time on the CPU; the hue step uses
+    step order. By hand because kornia's ColorJitter module (its HSV conversion, torch.where guards)
+    took most of the batch's time, more than the per-image torchvision path on the CPU; the hue step uses
     torchvision's own RGB<->HSV kernels (private helpers, batch-capable)."""
     from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
 

@@ -69,7 +69,8 @@ def uint8_batch(n: int, size: int, seed: int = 0) -> torch.Tensor:
 
 
 def normalised(x: torch.Tensor, mean, std) -> torch.Tensor:
-    return (x.permute(0, 3, 1, 2).float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    mean, std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    return (x.permute(0, 3, 1, 2).float() / 255 - mean) / std
 
 
 MEAN, STD = [0.6, 0.5, 0.4], [0.2, 0.25, 0.3]

@@ -1,6 +1,7 @@
 """The trainer in this process (one rank, CPU): the trial folder, determinism, selection, resume
-from a checkpoint whose metrics line was not yet written, divergence, the requeue signal held
-during a checkpoint write."""
+from a checkpoint whose metrics line was not yet written, checkpoints every K epochs and the
+re-run of the epochs after the last one, the requeue signal's checkpoint, divergence, the requeue
+signal held during a checkpoint write."""
 from __future__ import annotations
 
 import json
@@ -120,6 +121,30 @@ def test_checkpoints_every_k_epochs_and_a_resume_reruns_the_epochs_after_the_las
 
     resumed = train(cfg, killed)
     assert comparable(read_lines(killed)) == comparable(read_lines(folder))
+    assert (resumed["metrics"], resumed["best_epoch"]) == (reference["metrics"], reference["best_epoch"])
+
+
+def test_the_requeue_signal_writes_the_last_finished_epochs_state(data_dir, tmp_path, monkeypatch):  # noqa: F811
+    """No checkpoint is due before the last epoch; the requeue signal after epoch 2 (submitit calls
+    TrialJob.checkpoint -> write_pending_checkpoint) writes epoch 2's state, kept in memory, so the
+    requeued job resumes after epoch 2 and ends with the numbers of an uninterrupted run."""
+    from attnsweep.pipelines.trial import trainer
+
+    cfg = trial_config(data_dir, epochs=4, checkpoint_every_minutes=None)
+    folder, requeued = tmp_path / "trial", tmp_path / "requeued"
+
+    def signal_after(trial_dir, epoch):
+        if epoch == 2:
+            assert not (folder / CHECKPOINT).exists()
+            trainer.write_pending_checkpoint()  # what the signal handler runs
+            shutil.copytree(folder, requeued)  # the folder as the requeued job finds it
+
+    monkeypatch.setattr(trainer, "hold_after_epoch", signal_after)
+    reference = train(cfg, folder)
+    assert checkpoint.load(requeued / CHECKPOINT)["epoch"] == 2
+    monkeypatch.undo()
+    resumed = train(cfg, requeued)
+    assert comparable(read_lines(requeued)) == comparable(read_lines(folder))
     assert (resumed["metrics"], resumed["best_epoch"]) == (reference["metrics"], reference["best_epoch"])
 
 

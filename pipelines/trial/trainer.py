@@ -46,6 +46,7 @@ def train(cfg: TrialConfig, trial_dir: str | Path) -> dict[str, Any]:
     try:
         return _train(cfg, trial_dir, d)
     finally:
+        _pending.clear()  # no other trial's state for the requeue signal to write
         distributed.teardown()
 
 
@@ -102,7 +103,7 @@ def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
                             generator=_generator(cfg.seed, epoch, d.rank))
         lr = optimizer.param_groups[0]["lr"]
         augment = functools.partial(inputs, memory_format=memory_format)
-        seeds = functools.partial(batch_seed, cfg.seed, epoch, d.rank)  # augmentations drawn per (seed, epoch, rank, batch)
+        seeds = functools.partial(batch_seed, cfg.seed, epoch, d.rank)  # batch i's draws: (seed, epoch, rank, i)
         loss_sum, n_seen = _train_epoch(ddp, loader, optimizer, scaler, d.device, amp_dtype, augment, seeds)
         distributed.broadcast_buffers(model)
         train_time = time.perf_counter() - t0
@@ -251,7 +252,8 @@ def _truncate_metrics(path: Path, epoch: int, line: dict) -> None:
     """metrics.jsonl with exactly the epochs up to the checkpoint's `epoch` (its `line` added if a
     kill left it out; the lines of later epochs, which re-run, removed), replaced atomically."""
     text = path.read_text() if path.exists() else ""
-    kept = [x + "\n" for x in text[: text.rfind("\n") + 1].splitlines() if x.strip() and json.loads(x)["epoch"] <= epoch]
+    complete = text[: text.rfind("\n") + 1]  # a torn last line is dropped
+    kept = [x + "\n" for x in complete.splitlines() if x.strip() and json.loads(x)["epoch"] <= epoch]
     if not kept or json.loads(kept[-1])["epoch"] < epoch:
         kept.append(json.dumps(line, allow_nan=False) + "\n")
     if "".join(kept) != text:
