@@ -1,7 +1,6 @@
-"""Bytes the trainer writes per epoch (checkpoint.pt, best.pt, metrics, result), on real data:
-BreastMNIST at 28 px, resnet18, AdamW. Counts the size of every file written through the trial's
-atomic writer, so the same script measures an older checkout too (run it with that checkout's
-python to compare):
+"""Bytes the trainer writes per epoch into checkpoint.pt and best.pt, on real data: BreastMNIST at
+28 px, resnet18, AdamW. Counts the size of every file `checkpoint.save` writes, so the same
+script measures an older checkout too (run it with that checkout's python to compare):
 
     .venv/bin/python bench/checkpoint_bytes.py                  # this tree: default, and every epoch
     /work/main/.venv/bin/python bench/checkpoint_bytes.py       # another checkout's trainer
@@ -24,17 +23,17 @@ BREAST = next(p / "shared" / "data" / "medmnist" / "breastmnist.npz" for p in Pa
 
 def bytes_per_epoch(cfg: TrialConfig, folder: Path) -> float:
     written = [0]
-    real = checkpoint._atomic_write
+    real = checkpoint.save
 
-    def counting(path, write):
-        real(path, write)
+    def counting(path, state):
+        real(path, state)
         written[0] += Path(path).stat().st_size
 
-    checkpoint._atomic_write = counting
+    checkpoint.save = counting
     try:
         train(cfg, folder)
     finally:
-        checkpoint._atomic_write = real
+        checkpoint.save = real
     return written[0] / cfg.epochs
 
 

@@ -1,10 +1,8 @@
 """One trial on one split: `train(cfg, trial_dir) -> result`. The same function runs in-process
 (executor `debug`) and as each rank of a submitit job (DDP, one rank per task).
 
-Trial folder: `config.json`, `metrics.jsonl` (one line per finished epoch), `checkpoint.pt` (the
-resume state, written when `checkpoint_every_epochs`/`_minutes` is due, after the last epoch and at
-the requeue signal), `best.pt` (the weights selected on validation, written with the checkpoint
-that first names them, never copied into it), `result.json` (last)."""
+Its files are described in `folder.py` (TrialFolder); when and in which order an epoch's
+checkpoint, best weights and metrics line are written in `_save_epoch` and `_write_checkpoint`."""
 from __future__ import annotations
 
 import functools
@@ -25,38 +23,36 @@ from attnsweep.data.device_augment import DeviceTransform, Uint8Images, batch_se
 from attnsweep.pipelines.trial import checkpoint
 from attnsweep.pipelines.trial import distributed
 from attnsweep.pipelines.trial.distributed import Dist
+from attnsweep.pipelines.trial.folder import TrialFolder, uninterrupted
 from attnsweep.pipelines.trial.hold import hold_after_epoch
-from attnsweep.pipelines.trial.metrics import classification_metrics, selection_score
+from attnsweep.pipelines.trial.metrics import classification_metrics
+from attnsweep.pipelines.config import selection
 from attnsweep.pipelines.config.trial_config import TrialConfig, TrialConfigError
 
-__all__ = ["TrialConfig", "TrialConfigError", "claim_folder", "evaluate", "train"]
+__all__ = ["TrialConfig", "TrialConfigError", "evaluate", "train"]
 
 log = logging.getLogger(__name__)
 
-CONFIG, METRICS, CHECKPOINT, BEST, RESULT = "config.json", "metrics.jsonl", "checkpoint.pt", "best.pt", "result.json"
-FINAL_STATUSES = ("ok", "diverged")  # a folder with one of these is done; `failed` is retried
-LINE_METRICS = ("balanced_accuracy", "accuracy", "auc_roc", "loss")
 _AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def train(cfg: TrialConfig, trial_dir: str | Path) -> dict[str, Any]:
     """Run (or resume, or return the finished result of) one trial; returns `result.json`'s content."""
-    trial_dir = Path(trial_dir)
     d = distributed.setup(cfg.cpu_threads)
     try:
-        return _train(cfg, trial_dir, d)
+        return _train(cfg, TrialFolder(trial_dir), d)
     finally:
         _pending.clear()  # no other trial's state for the requeue signal to write
         distributed.teardown()
 
 
-def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
-    claim_folder(cfg, trial_dir, write=d.is_main)
-    finished = _finished_result(trial_dir)
+def _train(cfg: TrialConfig, folder: TrialFolder, d: Dist) -> dict[str, Any]:
+    folder.claim(cfg, write=d.is_main)
+    finished = folder.final_result()
     if finished is not None:
         return finished
     hosts = distributed.gather(d.host)
-    split = _load_split(cfg, trial_dir, d)
+    split = _load_split(cfg, folder, d)
     if split.image_size != cfg.image_size:
         raise TrialConfigError(f"image_size: {cfg.image_size}, but the data dir holds {split.image_size} px images")
     num_classes = len(split.class_names)
@@ -75,8 +71,8 @@ def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
     scaler = torch.amp.GradScaler(d.device.type, enabled=cfg.precision == "fp16")
 
     state = {"epoch": 0, "best_epoch": None, "best_score": -float("inf"), "best_model": None, "train_seconds": 0.0}
-    if (trial_dir / CHECKPOINT).exists():
-        state = _resume(trial_dir, d, model, optimizer, scheduler, scaler)
+    if folder.checkpoint_file.exists():
+        state = _resume(folder, d, model, optimizer, scheduler, scaler)
     saved_best_epoch = state["best_epoch"]  # the weights in best.pt
     ddp = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) \
         if d.world_size > 1 else model
@@ -115,8 +111,8 @@ def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
         scheduler.step()
         seconds = time.perf_counter() - t0
         line = {"epoch": epoch, "train_loss": loss_sum.item() / n_seen, "lr": lr, "seconds": seconds,
-                "images_per_s": n_seen / train_time, "val": {k: val[k] for k in LINE_METRICS}, "job_id": job_id}
-        score = selection_score(val, cfg.selection_metric)
+                "images_per_s": n_seen / train_time, "val": {k: val[k] for k in selection.METRICS}, "job_id": job_id}
+        score = selection.score(val[cfg.selection_metric], cfg.selection_metric)
         if state["best_epoch"] is None or score > state["best_score"]:
             best_model = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             state.update(best_epoch=epoch, best_score=score, best_model=best_model)
@@ -126,13 +122,13 @@ def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
             due = _checkpoint_due(cfg, epoch, (time.monotonic() - last_checkpoint) / 60)
             training = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng}
-            _save_epoch(trial_dir, line, state, training, due, write_best=state["best_epoch"] != saved_best_epoch)
+            _save_epoch(folder, line, state, training, due, write_best=state["best_epoch"] != saved_best_epoch)
             if due:
                 last_checkpoint, saved_best_epoch = time.monotonic(), state["best_epoch"]
             log.info("epoch %d/%d train_loss %.4f val %s %s (%.1f s, %.0f img/s)", epoch, cfg.epochs,
                      line["train_loss"], cfg.selection_metric, val[cfg.selection_metric], seconds,
                      line["images_per_s"])
-            hold_after_epoch(trial_dir, epoch)
+            hold_after_epoch(folder.path, epoch)
 
     metrics: dict[str, dict] = {}
     if not diverged:
@@ -153,39 +149,19 @@ def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
         "metrics": metrics,
     }
     if d.is_main:
-        checkpoint.write_json(trial_dir / RESULT, result)
+        folder.write_result(result)
     return result
 
 
-def claim_folder(cfg: TrialConfig, trial_dir: Path, write: bool = True) -> None:
-    """Write config.json, or check that the folder's config.json is this config."""
-    config = cfg.model_dump(mode="json")
-    path = trial_dir / CONFIG
-    if path.exists():
-        if checkpoint.read_json(path) != config:
-            raise TrialConfigError(f"{path}: the trial folder holds another configuration; use a new folder")
-    elif write:
-        checkpoint.write_json(path, config)
-
-
-def _finished_result(trial_dir: Path) -> dict[str, Any] | None:
-    path = trial_dir / RESULT
-    if path.exists():
-        result = checkpoint.read_json(path)
-        if result["status"] in FINAL_STATUSES:
-            return result
-    return None
-
-
-def _load_split(cfg: TrialConfig, trial_dir: Path, d: Dist):
+def _load_split(cfg: TrialConfig, folder: TrialFolder, d: Dist):
     from attnsweep.data import load_split, prepare
 
     data_dir = cfg.data_dir
     if data_dir is None:  # prepared once, by rank 0, into the trial folder
         if d.is_main:
-            prepare(cfg.dataset, cfg.splits, cfg.image_size, trial_dir, ood=cfg.ood)
+            prepare(cfg.dataset, cfg.splits, cfg.image_size, folder.path, ood=cfg.ood)
         distributed.barrier()
-        data_dir = trial_dir / "data"
+        data_dir = folder.data_dir
     return load_split(data_dir, cfg.split)
 
 
@@ -222,8 +198,8 @@ def lr_scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer) -> torch.op
     return sched.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
-def _resume(trial_dir: Path, d: Dist, model, optimizer, scheduler, scaler) -> dict[str, Any]:
-    ckpt = checkpoint.load(trial_dir / CHECKPOINT)
+def _resume(folder: TrialFolder, d: Dist, model, optimizer, scheduler, scaler) -> dict[str, Any]:
+    ckpt = checkpoint.load(folder.checkpoint_file)
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
@@ -234,30 +210,18 @@ def _resume(trial_dir: Path, d: Dist, model, optimizer, scheduler, scaler) -> di
         log.warning("checkpoint written by %d ranks, resumed with %d: random streams restart from the seed",
                     len(ckpt["rng"]), d.world_size)
     if d.is_main:  # complete or undo what a kill after the checkpoint left (see _write_checkpoint)
-        staged = _staged_best(trial_dir, ckpt["best_epoch"])
+        staged = folder.staged_best_file(ckpt["best_epoch"])
         if "best_model" in ckpt:  # written before best.pt was kept out of the checkpoint
-            checkpoint.save(trial_dir / BEST, ckpt["best_model"])
+            checkpoint.save(folder.best_file, ckpt["best_model"])
         elif staged.exists():
-            staged.replace(trial_dir / BEST)
-        for stale in trial_dir.glob(_staged_best(trial_dir, "*").name):
+            staged.replace(folder.best_file)
+        for stale in folder.path.glob(folder.staged_best_file("*").name):
             stale.unlink()
-        _truncate_metrics(trial_dir / METRICS, ckpt["epoch"], json.loads(ckpt["line"]))
+        folder.truncate_epochs(ckpt["epoch"], json.loads(ckpt["line"]))
     distributed.barrier()  # best.pt is final before the other ranks read it
-    best_model = ckpt["best_model"] if "best_model" in ckpt else checkpoint.load(trial_dir / BEST)
+    best_model = ckpt["best_model"] if "best_model" in ckpt else checkpoint.load(folder.best_file)
     log.info("resuming after epoch %d", ckpt["epoch"])
     return {**{k: ckpt[k] for k in ("epoch", "best_epoch", "best_score", "train_seconds")}, "best_model": best_model}
-
-
-def _truncate_metrics(path: Path, epoch: int, line: dict) -> None:
-    """metrics.jsonl with exactly the epochs up to the checkpoint's `epoch` (its `line` added if a
-    kill left it out; the lines of later epochs, which re-run, removed), replaced atomically."""
-    text = path.read_text() if path.exists() else ""
-    complete = text[: text.rfind("\n") + 1]  # a torn last line is dropped
-    kept = [x + "\n" for x in complete.splitlines() if x.strip() and json.loads(x)["epoch"] <= epoch]
-    if not kept or json.loads(kept[-1])["epoch"] < epoch:
-        kept.append(json.dumps(line, allow_nan=False) + "\n")
-    if "".join(kept) != text:
-        checkpoint.write_text(path, "".join(kept))
 
 
 def _checkpoint_due(cfg: TrialConfig, epoch: int, minutes_since_last: float) -> bool:
@@ -271,52 +235,42 @@ def _checkpoint_due(cfg: TrialConfig, epoch: int, minutes_since_last: float) -> 
 _pending: dict[str, Any] = {}
 
 
-def _save_epoch(trial_dir: Path, line: dict, state: dict, training: dict, due: bool, write_best: bool) -> None:
+def _save_epoch(folder: TrialFolder, line: dict, state: dict, training: dict, due: bool, write_best: bool) -> None:
     """The checkpoint if `due` (else a CPU snapshot of it, `_pending`), then the line appended to
     metrics.jsonl. Killed before the line: resume truncates metrics.jsonl to the checkpoint's epoch
-    and adds its line, so every finished epoch is in metrics.jsonl exactly once (later epochs re-run).
-    The requeue signal waits for both."""
+    and adds its line, so every finished epoch is in metrics.jsonl exactly once (later epochs
+    re-run). The requeue signal waits for both."""
     ckpt = {**{k: v for k, v in state.items() if k != "best_model"}, **training, "line": json.dumps(line)}
     best_model = state["best_model"] if write_best else None
-    with checkpoint.uninterrupted():
+    with uninterrupted():
         if due:
-            _write_checkpoint(trial_dir, ckpt, best_model)
+            _write_checkpoint(folder, ckpt, best_model)
             _pending.clear()
         else:
-            _pending.update(trial_dir=trial_dir, ckpt=checkpoint.cpu_copy(ckpt), best_model=best_model)
-        _append_line(trial_dir / METRICS, line)
+            _pending.update(folder=folder, ckpt=checkpoint.cpu_copy(ckpt), best_model=best_model)
+        folder.append_epoch(line)
 
 
 def write_pending_checkpoint() -> None:
     """Write the snapshot of the last finished epoch, if it has not been (the requeue signal)."""
     if _pending:
-        with checkpoint.uninterrupted():
+        with uninterrupted():
             _write_checkpoint(**_pending)
             _pending.clear()
 
 
-def _write_checkpoint(trial_dir: Path, ckpt: dict, best_model: dict | None) -> None:
+def _write_checkpoint(folder: TrialFolder, ckpt: dict, best_model: dict | None) -> None:
     """checkpoint.pt, and best.pt when the best epoch changed since the last checkpoint: the weights
     go to a staged file named by their epoch, then checkpoint.pt, then the staged file is renamed
     to best.pt. Killed before checkpoint.pt: resume drops the staged file, best.pt is still the old
     checkpoint's best; killed after: resume renames it. So best.pt always holds the checkpoint's
     best_epoch, and is written once per new best epoch at most."""
-    staged = _staged_best(trial_dir, ckpt["best_epoch"])
+    staged = folder.staged_best_file(ckpt["best_epoch"])
     if best_model is not None:
         checkpoint.save(staged, best_model)
-    checkpoint.save(trial_dir / CHECKPOINT, ckpt)
+    checkpoint.save(folder.checkpoint_file, ckpt)
     if best_model is not None:
-        staged.replace(trial_dir / BEST)
-
-
-def _staged_best(trial_dir: Path, epoch: int | str) -> Path:
-    return trial_dir / f"best-epoch{epoch}.pt"
-
-
-def _append_line(path: Path, line: dict) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(line, allow_nan=False) + "\n")
-        f.flush()
+        staged.replace(folder.best_file)
 
 
 def _generator(seed: int, epoch: int, rank: int) -> torch.Generator:
