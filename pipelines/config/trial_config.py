@@ -44,6 +44,13 @@ class TrialConfig(BaseModel):
     selection_metric: selection.Metric = Field(selection.DEFAULT, description="validation metric that selects "
                                                                               "the epoch and the configuration")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank")
+    # checkpoint.pt (the resume state) after the last epoch, at the requeue signal, and after an
+    # epoch when either of these is due (both None: only those two); a kill re-runs the epochs since.
+    checkpoint_every_epochs: int | None = Field(None, ge=1, description="every K epochs")
+    checkpoint_every_minutes: float | None = Field(10.0, gt=0, description="once this long since the last one")
+    cpu_threads: int | None = Field(None, ge=1, description="torch threads per rank on the CPU; None: "
+                                                          "SLURM's cpus-per-task, else the cores shared by the ranks")
+    compile: bool = Field(False, description="torch.compile the model (worth it on a GPU)")
     data_dir: Path | None = Field(None, description="prepared data (attnsweep.data.prepare); "
                                                     "None: prepared into the trial folder")
 

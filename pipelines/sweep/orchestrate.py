@@ -63,6 +63,9 @@ def ray_runtime(study: Study, out: Path) -> Iterator[None]:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard copies
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C reaches the driver, which cancels its jobs
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Ray renices its workers by +15; the trainables start the local training jobs, which would
+    # inherit it and yield the CPU to everything else on the machine. 0: the driver's niceness.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     import ray
 
     key = hashlib.sha1(str(out).encode()).hexdigest()[:8]

@@ -21,6 +21,13 @@ def load(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def cpu_copy(state: Any) -> Any:
+    """`state` with every tensor copied to the CPU (containers rebuilt): a snapshot that later
+    training steps do not change."""
+    return torch.utils._pytree.tree_map(
+        lambda v: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor) else v, state)
+
+
 def rng_state() -> dict[str, Any]:
     """This process's random states (torch CPU and CUDA, numpy, Python), in a weights_only-safe form."""
     _, keys, pos, has_gauss, cached = np.random.get_state()

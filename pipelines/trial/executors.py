@@ -18,7 +18,7 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 from attnsweep.pipelines.config.executor import ExecutorSpec
 from attnsweep.pipelines.trial.distributed import CPU_THREADS_ENV, machine_cpus, submitit_job
 from attnsweep.pipelines.trial.folder import SUBMITIT, TrialFolder
-from attnsweep.pipelines.trial.trainer import train
+from attnsweep.pipelines.trial.trainer import train, write_pending_checkpoint
 from attnsweep.pipelines.config.trial_config import TrialConfig, TrialConfigError
 
 
@@ -44,8 +44,9 @@ class TrialJob(Checkpointable):
             raise
 
     def checkpoint(self) -> DelayedSubmission:
-        # The state is checkpoint.pt, written after every epoch. Nothing is saved here: the signal
-        # lands mid-step, so the requeued job resumes after the last finished epoch instead.
+        # The signal lands mid-step: what is saved is the last finished epoch's state, if the
+        # trainer has not written it yet (checkpoints are due every K epochs or N minutes).
+        write_pending_checkpoint()
         return DelayedSubmission(self)
 
 
