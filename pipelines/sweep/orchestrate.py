@@ -19,6 +19,7 @@ import yaml
 from rich.console import Console
 
 from attnsweep.pipelines.trial import executors
+from attnsweep.pipelines.sweep.lock import describe, study_lock
 from attnsweep.pipelines.sweep.plan import phase_splits
 from attnsweep.pipelines.config.study import LogRange, Study
 from attnsweep.pipelines.sweep.tune_trainable import final_result
@@ -136,16 +137,24 @@ def check_output_folder(out: Path, resume: bool) -> None:
 
 def run_study(study: Study, resume: bool = False, console: Console | None = None, poll_s: float = 1.0,
               report: bool = True) -> StudyOutputs:
+    """The study under its folder's lock (`lock.study_lock`: one driver per study)."""
+    console = console or Console()
+    out = study.output_dir()
+    if out.exists() and not out.is_dir():
+        raise StudyExists(f"{out}: --out names a file, not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    with study_lock(out, resume, lambda gone: console.print(f"taking over the lock of a driver that is gone ({describe(gone)})")):
+        return _run_locked(study, out, resume, console, poll_s, report)
+
+
+def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s: float, report: bool) -> StudyOutputs:
     from attnsweep.data import load_split, prepare
     from attnsweep.pipelines.store.mlflow_store import MlflowStore, default_tracking_uri
     from attnsweep.pipelines.sweep.phases import run_repeat, run_search
     from attnsweep.pipelines.sweep.progress import Progress
     from attnsweep.pipelines.sweep.tracking import Recorder
 
-    console = console or Console()
-    out = study.output_dir()
     check_output_folder(out, resume)
-    out.mkdir(parents=True, exist_ok=True)
     write_study_file(study, out)
     console.print(f"[bold]{study.name}[/]: preparing {study.dataset_label} at {study.image_size}px in {out / 'data'}")
     data_dir = prepare(study.dataset, study.splits, study.image_size, out, ood=study.ood)
