@@ -2,13 +2,14 @@
 driver runs (its trial held after epoch 1 by the hold hook), a second driver, `run` or
 `run --resume`, is refused with one line naming the holder and submits nothing; once the first
 driver is SIGKILLed its lock is stale: `run` points at `--resume`, and `--resume` takes it over and
-finishes the study with one training, one job per driver, no duplicate row or MLflow run."""
+finishes the study (fields no trial depends on edited) with one training, one job per driver, no duplicate row or MLflow run."""
 from __future__ import annotations
 
 import json
 import socket
 
 import pytest
+import yaml
 from orchestrate_setup import Driver, run_attnsweep
 from survive_setup import counts, hold_env, held, one_trial_study, wait_for
 
@@ -37,8 +38,12 @@ def test_second_driver_refused_and_stale_lock_taken_over_by_resume(tmp_path):
 
     fresh = run_attnsweep("run", str(study), "--out", str(out))
     assert fresh.returncode == 2 and "pass --resume" in fresh.stderr, fresh.stderr
+    edited = yaml.safe_load(study.read_text())  # fields no trial depends on may change on --resume
+    edited.update(max_concurrent=2, description="edited")
+    study.write_text(yaml.safe_dump(edited))
     resumed = run_attnsweep("run", str(study), "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "changed since the study last ran, no trial depends on them: description, max_concurrent" in resumed.stdout
     assert f"taking over the lock of a driver that is gone (host {socket.gethostname()}, pid {first.proc.pid}" \
         in resumed.stdout
     assert not (out / RECORD).exists()

@@ -46,6 +46,7 @@ def run(
     from rich.console import Console
 
     from attnsweep.data import DataError
+    from attnsweep.pipelines.config.compare import StudyChanged
     from attnsweep.pipelines.sweep.lock import StudyLocked
     from attnsweep.pipelines.sweep.orchestrate import StudyExists, run_study
     from attnsweep.pipelines.sweep.phases import NoEligibleConfig
@@ -55,7 +56,7 @@ def run(
     console = Console() if Console().is_terminal else Console(width=120, soft_wrap=True)
     try:
         result = run_study(study, resume=resume, console=console, report=not no_report)
-    except (StudyExists, StudyLocked, DataError, TrialConfigError) as e:
+    except (StudyExists, StudyLocked, StudyChanged, DataError, TrialConfigError) as e:
         _fail(str(e))
     except NoEligibleConfig as e:
         _fail(str(e), code=1)

@@ -19,6 +19,7 @@ import yaml
 from rich.console import Console
 
 from attnsweep.pipelines.trial import executors
+from attnsweep.pipelines.config.compare import check_resume
 from attnsweep.pipelines.sweep.lock import describe, study_lock
 from attnsweep.pipelines.sweep.plan import phase_splits
 from attnsweep.pipelines.config.study import LogRange, Study
@@ -155,6 +156,11 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
     from attnsweep.pipelines.sweep.tracking import Recorder
 
     check_output_folder(out, resume)
+    stored = out / "study.yaml"
+    if resume and stored.exists():
+        changed = check_resume(yaml.safe_load(stored.read_text()), study.model_dump(mode="json"), str(stored))
+        if changed:
+            console.print(f"changed since the study last ran, no trial depends on them: {', '.join(changed)}")
     write_study_file(study, out)
     console.print(f"[bold]{study.name}[/]: preparing {study.dataset_label} at {study.image_size}px in {out / 'data'}")
     data_dir = prepare(study.dataset, study.splits, study.image_size, out, ood=study.ood)
