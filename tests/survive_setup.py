@@ -67,8 +67,10 @@ def counts(out: Path) -> dict:
     runs, trial_runs = 0, []
     if (out / "mlflow.db").exists():
         with sqlite3.connect(out / "mlflow.db") as db:
-            runs = db.execute("select count(*) from runs").fetchone()[0]
-            trial_runs = [r[0] for r in db.execute("select value from tags where key = 'attnsweep.trial_id'")]
+            runs = db.execute("select count(*) from runs where lifecycle_stage = 'active'").fetchone()[0]
+            trial_runs = [r[0] for r in db.execute(
+                "select t.value from tags t join runs r on r.run_uuid = t.run_uuid "
+                "where t.key = 'attnsweep.trial_id' and r.lifecycle_stage = 'active'")]
     return {"trainings": len(dirs), "jobs": jobs, "epochs": epochs, "rows": len(rows), "mlflow_runs": runs,
             "trial_runs": len(trial_runs),
             "duplicates": int(rows.duplicated(["trial_id", "eval_set"]).sum()) + len(trial_runs) - len(set(trial_runs))}

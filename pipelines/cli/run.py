@@ -21,6 +21,7 @@ def run(
     resume: bool = typer.Option(False, "--resume", help="Finish a study whose driver stopped; finished trials are not re-run."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and an estimated compute time; run nothing."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip the report at the end."),
+    allow_failed: bool = typer.Option(False, "--allow-failed", help="Exit 0 although some trials failed (the report lists them)."),
 ) -> None:
     """Run a study: search and repeat phases of every variant, MLflow, Parquet, report."""
     from pydantic import ValidationError
@@ -49,17 +50,21 @@ def run(
     from attnsweep.pipelines.config.compare import StudyChanged
     from attnsweep.pipelines.sweep.lock import StudyLocked
     from attnsweep.pipelines.sweep.orchestrate import StudyExists, run_study
+    from attnsweep.pipelines.sweep.failed_trials import StudyIncomplete
     from attnsweep.pipelines.sweep.phases import NoEligibleConfig
+    from attnsweep.pipelines.trial.failures import describe
     from attnsweep.pipelines.config.trial_config import TrialConfigError
 
     # Without a terminal (a log file, a SLURM job) rich would wrap at 80 columns.
     console = Console() if Console().is_terminal else Console(width=120, soft_wrap=True)
     try:
-        result = run_study(study, resume=resume, console=console, report=not no_report)
+        result = run_study(study, resume=resume, console=console, report=not no_report, allow_failed=allow_failed)
     except (StudyExists, StudyLocked, StudyChanged, DataError, TrialConfigError) as e:
         _fail(str(e))
-    except NoEligibleConfig as e:
+    except (NoEligibleConfig, StudyIncomplete) as e:
         _fail(str(e), code=1)
+    except OSError as e:  # e.g. a full disk under the driver's own writes
+        _fail(describe(e), code=1)
     except KeyboardInterrupt:
         console.print("interrupted: unfinished trials' jobs were cancelled; `--resume` finishes the study")
         raise typer.Exit(130) from None

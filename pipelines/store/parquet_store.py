@@ -37,6 +37,12 @@ def is_recorded(out: Path, trial_id: str) -> bool:
     return (out / RESULTS_DIR / f"{trial_id}.parquet").exists()
 
 
+def forget_trial(out: Path, trial_id: str) -> None:
+    """Remove a trial's rows (the results file, the recorded marker, first), so it is recorded again."""
+    (out / RESULTS_DIR / f"{trial_id}.parquet").unlink(missing_ok=True)
+    (out / EPOCHS_DIR / f"{trial_id}.parquet").unlink(missing_ok=True)
+
+
 def read(out: Path, which: str = RESULTS_DIR) -> pa.Table:
     """All rows of `<out>/results` (or `epochs`); an empty table with the schema when none yet."""
     schema = RESULTS_SCHEMA if which == RESULTS_DIR else EPOCHS_SCHEMA

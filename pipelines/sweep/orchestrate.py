@@ -20,6 +20,7 @@ from rich.console import Console
 
 from attnsweep.pipelines.trial import executors
 from attnsweep.pipelines.config.compare import check_resume
+from attnsweep.pipelines.sweep.failed_trials import check_complete, retry_infrastructure_failures
 from attnsweep.pipelines.sweep.lock import describe, study_lock
 from attnsweep.pipelines.sweep.plan import phase_splits
 from attnsweep.pipelines.config.study import LogRange, Study
@@ -137,18 +138,20 @@ def check_output_folder(out: Path, resume: bool) -> None:
 
 
 def run_study(study: Study, resume: bool = False, console: Console | None = None, poll_s: float = 1.0,
-              report: bool = True) -> StudyOutputs:
-    """The study under its folder's lock (`lock.study_lock`: one driver per study)."""
+              report: bool = True, allow_failed: bool = False) -> StudyOutputs:
+    """The study under its folder's lock (`lock.study_lock`: one driver per study). Failed trials
+    end it with `StudyIncomplete` (after the report) unless `allow_failed`."""
     console = console or Console()
     out = study.output_dir()
     if out.exists() and not out.is_dir():
         raise StudyExists(f"{out}: --out names a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     with study_lock(out, resume, lambda gone: console.print(f"taking over the lock of a driver that is gone ({describe(gone)})")):
-        return _run_locked(study, out, resume, console, poll_s, report)
+        return _run_locked(study, out, resume, console, poll_s, report, allow_failed)
 
 
-def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s: float, report: bool) -> StudyOutputs:
+def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s: float, report: bool,
+                allow_failed: bool) -> StudyOutputs:
     from attnsweep.data import load_split, prepare
     from attnsweep.pipelines.store.mlflow_store import MlflowStore, default_tracking_uri
     from attnsweep.pipelines.sweep.phases import run_repeat, run_search
@@ -169,6 +172,10 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
     eval_sets = [name for name in first.sets if name != "train"]
     tracking_uri = study.tracking_uri or default_tracking_uri(out)
     recorder = Recorder(study, out, MlflowStore(tracking_uri, study.name, out), eval_sets, first.class_names)
+    if resume:
+        retried = retry_infrastructure_failures(out, recorder.store)
+        if retried:
+            console.print(f"retrying {len(retried)} trial(s) that failed for infrastructure reasons: {', '.join(retried)}")
 
     # Ray installs its own SIGTERM handler in ray.init: ours goes on top of it, inside.
     with ray_runtime(study, out), sigterm_as_interrupt():
@@ -192,4 +199,7 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
         report_path = build_report(out)
         log_report_to_mlflow(out, tracking_uri, recorder.store.study_run())
         recorder.store.client.set_terminated(recorder.store.study_run(), "FINISHED")
+    failed = check_complete(out, allow_failed)
+    if len(failed):
+        console.print(f"[yellow]{len(failed)} trial(s) failed, accepted with --allow-failed (see the report)[/]")
     return StudyOutputs(out, tracking_uri, report_path)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from attnsweep.pipelines.trial import checkpoint
+from attnsweep.pipelines.trial.failures import describe, failure_kind
 from attnsweep.pipelines.trial.distributed import CPU_THREADS_ENV, machine_cpus, submitit_job
 from attnsweep.pipelines.trial.trainer import RESULT, claim_folder, train
 from attnsweep.pipelines.config.trial_config import TrialConfig, TrialConfigError
@@ -76,8 +77,11 @@ class TrialJob(Checkpointable):
             return train(self.cfg, self.trial_dir)
         except Exception as err:
             if _rank() == 0:
-                error = f"{type(err).__name__}: {err}"
-                checkpoint.write_json(self.trial_dir / RESULT, {"status": "failed", "error": error})
+                record = {"status": "failed", "error": describe(err), "failure": failure_kind(err)}
+                try:
+                    checkpoint.write_json(self.trial_dir / RESULT, record)
+                except OSError as write_err:  # a full disk: no result is an infrastructure failure too
+                    logging.getLogger(__name__).error("cannot write %s: %s", RESULT, describe(write_err))
             raise
 
     def checkpoint(self) -> DelayedSubmission:

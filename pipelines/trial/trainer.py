@@ -74,7 +74,7 @@ def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
 
     state = {"epoch": 0, "best_epoch": None, "best_score": -float("inf"), "best_model": None, "train_seconds": 0.0}
     if (trial_dir / CHECKPOINT).exists():
-        state = _resume(trial_dir, d, model, optimizer, scheduler, scaler)
+        state = _resume(trial_dir, d, model, optimizer, scheduler, scaler) or state
     ddp = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) \
         if d.world_size > 1 else model
 
@@ -211,8 +211,23 @@ def lr_scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer) -> torch.op
     return sched.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
-def _resume(trial_dir: Path, d: Dist, model, optimizer, scheduler, scaler) -> dict[str, Any]:
-    ckpt = checkpoint.load(trial_dir / CHECKPOINT)
+def _resume(trial_dir: Path, d: Dist, model, optimizer, scheduler, scaler) -> dict[str, Any] | None:
+    """The state after the checkpoint's epoch; None (train from scratch) when the checkpoint is
+    unreadable: it is an infrastructure failure (a disk or a copy), not the configuration's, so it
+    is set aside (`checkpoint.pt.corrupt-N`, with the metrics lines of its epochs) with one warning
+    line, and the trial starts again (one checkpoint is kept: there is no earlier good one)."""
+    try:
+        ckpt = checkpoint.load(trial_dir / CHECKPOINT)
+    except checkpoint.UnreadableCheckpoint as e:
+        distributed.barrier()  # every rank has tried to read it before it moves
+        if d.is_main:
+            aside = checkpoint.set_aside(trial_dir / CHECKPOINT)
+            if (trial_dir / METRICS).exists():
+                checkpoint.set_aside(trial_dir / METRICS)  # its epochs are trained again
+            (trial_dir / BEST).unlink(missing_ok=True)
+            log.warning("%s; set aside as %s, the trial starts again from scratch", e, aside.name)
+        distributed.barrier()
+        return None
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
