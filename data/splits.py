@@ -42,6 +42,10 @@ def assign_roles(labels: np.ndarray, groups: np.ndarray, val: float, test: float
     if n_groups < k:
         raise DataError(f"the pool has {n_groups} groups, too few for {k} folds "
                         f"(val {val}, test {test}); use rounder fractions or more data")
+    largest = int(np.unique(labels, return_counts=True)[1].max()) if len(labels) else 0
+    if largest < k:  # else sklearn's "n_splits=k cannot be greater than the number of members in each class"
+        raise DataError(f"the largest class of the pool has {largest} images, too few for {k} folds "
+                        f"(val {val}, test {test}); use rounder fractions or more data")
     with warnings.catch_warnings():  # small classes: sklearn warns, the result is still grouped
         warnings.simplefilter("ignore", UserWarning)
         # one image per group (synthderm, CIFAR): StratifiedKFold gives the same guarantee, vectorised

@@ -50,6 +50,7 @@ def run(
     from attnsweep.pipelines.config.compare import StudyChanged
     from attnsweep.pipelines.sweep.lock import StudyLocked
     from attnsweep.pipelines.sweep.orchestrate import StudyExists, run_study
+    from attnsweep.pipelines.store.parquet_store import BadResultsFile
     from attnsweep.pipelines.sweep.failed_trials import StudyIncomplete
     from attnsweep.pipelines.sweep.phases import NoEligibleConfig
     from attnsweep.pipelines.trial.failures import describe
@@ -59,7 +60,7 @@ def run(
     console = Console() if Console().is_terminal else Console(width=120, soft_wrap=True)
     try:
         result = run_study(study, resume=resume, console=console, report=not no_report, allow_failed=allow_failed)
-    except (StudyExists, StudyLocked, StudyChanged, DataError, TrialConfigError) as e:
+    except (StudyExists, StudyLocked, StudyChanged, BadResultsFile, DataError, TrialConfigError) as e:
         _fail(str(e))
     except (NoEligibleConfig, StudyIncomplete) as e:
         _fail(str(e), code=1)
@@ -85,11 +86,12 @@ def export(
     to: Path = typer.Option(..., "--to", help="The Parquet file to write."),
 ) -> None:
     """Consolidate a study's result rows (`<out>/results/`) into one Parquet file."""
+    from attnsweep.pipelines.store.parquet_store import BadResultsFile
     from attnsweep.pipelines.store.parquet_store import export as export_rows
 
     try:
         n = export_rows(out, to)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, BadResultsFile) as e:
         _fail(str(e))
     typer.echo(f"{n} rows -> {to}")
 

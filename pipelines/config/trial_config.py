@@ -24,24 +24,24 @@ class TrialConfig(BaseModel):
     ood: dict[str, DatasetSpec] = Field(default_factory=dict)
     splits: SplitSpec = Field(default_factory=SplitSpec)
     split: str = "search-0"
-    image_size: int = Field(224, ge=16)
-    epochs: int = Field(ge=1)
+    image_size: int = Field(224, ge=16, strict=True)
+    epochs: int = Field(ge=1, strict=True)
     lr: float = Field(gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(ge=1, description="global batch, split evenly over the ranks")
+    batch_size: int = Field(ge=1, strict=True, description="global batch, split evenly over the ranks")
     optimizer: Literal["sgd", "adamw"] = "sgd"
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum; AdamW's beta1")
     # step: x gamma every step_size epochs; multistep: x gamma at these fractions of the epochs.
     schedule: Literal["step", "multistep", "cosine", "constant"] = "constant"
-    step_size: int = Field(30, ge=1)
+    step_size: int = Field(30, ge=1, strict=True)
     milestones: tuple[float, ...] = (0.3, 0.6, 0.9)
     gamma: float = Field(0.1, gt=0, le=1)
     augmentation: Literal["none", "flip_rot20", "perez2018"] = "none"
-    seed: int = 0
+    seed: int = Field(0, strict=True)
     pretrained: str | None = None
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     selection_metric: Literal["balanced_accuracy", "accuracy", "auc_roc", "loss"] = "balanced_accuracy"
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank")
+    num_workers: int = Field(0, ge=0, strict=True, description="DataLoader worker processes per rank")
     data_dir: Path | None = Field(None, description="prepared data (attnsweep.data.prepare); "
                                                     "None: prepared into the trial folder")
 
@@ -77,7 +77,8 @@ class TrialConfig(BaseModel):
 def one_line(err: ValidationError, source: str = "trial config") -> str:
     """The first error of a pydantic ValidationError as `source: field: message (got value)`."""
     e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"])
+    # a union's member tags (`function-after[_ordered(), LogRange]`, `list[float]`) are pydantic's, not the user's
+    loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and "[" in p))
     msg = e["msg"].removeprefix("Value error, ")
     got = "" if e["type"] in ("value_error", "missing") else f" (got {e['input']!r})"
     where = f"{loc}: " if loc else ""

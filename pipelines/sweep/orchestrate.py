@@ -18,6 +18,8 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
+from attnsweep.data.atomic import remove_stale_folders
+from attnsweep.pipelines.store import parquet_store
 from attnsweep.pipelines.trial import executors
 from attnsweep.pipelines.config.compare import check_resume
 from attnsweep.pipelines.sweep.failed_trials import check_complete, retry_infrastructure_failures
@@ -70,6 +72,7 @@ def ray_runtime(study: Study, out: Path) -> Iterator[None]:
     import ray
 
     key = hashlib.sha1(str(out).encode()).hexdigest()[:8]
+    remove_stale_folders(Path(tempfile.gettempdir()), f"as-ray-{key}-")  # of a killed driver of this study
     temp_dir = Path(tempfile.gettempdir()) / f"as-ray-{key}-{os.getpid()}"
     ray.init(num_cpus=study.max_concurrent, include_dashboard=False, _temp_dir=str(temp_dir),
              log_to_driver=False, object_store_memory=100 * 1024**2, configure_logging=True,
@@ -84,29 +87,26 @@ def ray_runtime(study: Study, out: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (scancel, a time limit, `kill`) unwinds like Ctrl-C, so the jobs get cancelled."""
+def as_interrupt(*signums: int) -> Iterator[None]:
+    """These signals unwind like Ctrl-C, so the jobs get cancelled: SIGTERM (scancel, a time
+    limit, `kill`), and SIGINT set explicitly, because a driver started with `&` or `nohup` from a
+    script inherits an ignored SIGINT (and would pass that on to the processes it starts)."""
     def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {s: signal.signal(s, handler) for s in signums}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def cancel_owned_jobs(out: Path, executor) -> list[str]:
-    """Cancel every job of this study's unfinished trials that is still queued or running -> their ids."""
-    cancelled = []
-    for jobs_file in (out / "trials").glob("*/*/*/jobs.json"):
-        trial_dir = jobs_file.parent
-        if final_result(trial_dir) is None:
-            job = executors.attach(trial_dir, executor)  # a local job is stopped by attach itself
-            if job is not None:
-                job.cancel(check=False)
-                cancelled.append(job.job_id)
-    return cancelled
+    """Stop every job of this study's unfinished trials that is still queued or running, all at
+    once -> their ids."""
+    unfinished = [jobs.parent for jobs in (out / "trials").glob("*/*/*/jobs.json") if final_result(jobs.parent) is None]
+    return executors.stop_jobs(unfinished, executor)
 
 
 def preflight(study: Study, out: Path, data_dir: Path, n_train: int) -> None:
@@ -146,12 +146,14 @@ def run_study(study: Study, resume: bool = False, console: Console | None = None
     if out.exists() and not out.is_dir():
         raise StudyExists(f"{out}: --out names a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    with study_lock(out, resume, lambda gone: console.print(f"taking over the lock of a driver that is gone ({describe(gone)})")):
+    took_over = lambda gone: console.print(f"taking over the lock of a driver that is gone ({describe(gone)})")  # noqa: E731
+    # SIGINT before Ray and the jobs start: they inherit its disposition
+    with study_lock(out, resume, took_over), as_interrupt(signal.SIGINT):
         return _run_locked(study, out, resume, console, poll_s, report, allow_failed)
 
 
 def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s: float, report: bool,
-                allow_failed: bool) -> StudyOutputs:
+                       allow_failed: bool) -> StudyOutputs:
     from attnsweep.data import load_split, prepare
     from attnsweep.pipelines.store.mlflow_store import MlflowStore, default_tracking_uri
     from attnsweep.pipelines.sweep.phases import run_repeat, run_search
@@ -159,6 +161,7 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
     from attnsweep.pipelines.sweep.tracking import Recorder
 
     check_output_folder(out, resume)
+    parquet_store.check(out)  # a damaged or foreign results file: one line now, not a traceback mid-study
     stored = out / "study.yaml"
     if resume and stored.exists():
         changed = check_resume(yaml.safe_load(stored.read_text()), study.model_dump(mode="json"), str(stored))
@@ -178,7 +181,7 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
             console.print(f"retrying {len(retried)} trial(s) that failed for infrastructure reasons: {', '.join(retried)}")
 
     # Ray installs its own SIGTERM handler in ray.init: ours goes on top of it, inside.
-    with ray_runtime(study, out), sigterm_as_interrupt():
+    with ray_runtime(study, out), as_interrupt(signal.SIGTERM):
         try:
             with Progress(study.name, tune_plan(study), console) as progress:
                 for variant in study.variants:
@@ -190,7 +193,7 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
         finally:
             cancelled = cancel_owned_jobs(out, study.executor)
             if cancelled:
-                console.print(f"cancelled the jobs of unfinished trials: {', '.join(cancelled)}")
+                console.print(f"cancelled {len(cancelled)} job(s) of unfinished trials: {', '.join(cancelled)}")
 
     report_path = None
     if report:
