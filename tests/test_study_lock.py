@@ -5,8 +5,11 @@ driver is SIGKILLed its lock is stale: `run` points at `--resume`, and `--resume
 finishes the study (fields no trial depends on edited) with one training, one job per driver, no duplicate row or MLflow run."""
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
+import tempfile
+from pathlib import Path
 
 import pytest
 import yaml
@@ -36,6 +39,9 @@ def test_second_driver_refused_and_stale_lock_taken_over_by_resume(tmp_path):
     finally:
         first.cleanup()
 
+    key = hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:8]
+    ray_temp = Path(tempfile.gettempdir()) / f"as-ray-{key}-{first.proc.pid}"  # the killed driver's
+    assert ray_temp.is_dir()
     fresh = run_attnsweep("run", str(study), "--out", str(out))
     assert fresh.returncode == 2 and "pass --resume" in fresh.stderr, fresh.stderr
     edited = yaml.safe_load(study.read_text())  # fields no trial depends on may change on --resume
@@ -46,7 +52,7 @@ def test_second_driver_refused_and_stale_lock_taken_over_by_resume(tmp_path):
     assert "changed since the study last ran, no trial depends on them: description, max_concurrent" in resumed.stdout
     assert f"taking over the lock of a driver that is gone (host {socket.gethostname()}, pid {first.proc.pid}" \
         in resumed.stdout
-    assert not (out / RECORD).exists()
+    assert not (out / RECORD).exists() and not ray_temp.exists()
     c = counts(out)
     print(f"\nattack 1 (two drivers): second driver rc=2 '{line}'; after --resume: {c}")
     assert c["trainings"] == 1 and c["jobs"] == 2 and c["epochs"] == 2 and c["duplicates"] == 0

@@ -56,7 +56,7 @@ def read_checked(path: Path, schema: pa.Schema) -> pa.Table:
         raise BadResultsFile(f"{path}: not a readable Parquet file ({e})") from None
     missing = [n for n in schema.names if n not in table.column_names]
     if missing:
-        raise BadResultsFile(f"{path}: missing columns {missing} (not a file of this study's results)")
+        raise BadResultsFile(f"{path}: missing columns {missing}")
     try:
         return table.select(schema.names).cast(schema)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,9 +192,11 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
                         best = study.search.fixed()
                     run_repeat(study, out, variant, data_dir, recorder, progress, best, poll_s)
         finally:
+            t0 = time.monotonic()
             cancelled = cancel_owned_jobs(out, study.executor)
             if cancelled:
-                console.print(f"cancelled {len(cancelled)} job(s) of unfinished trials: {', '.join(cancelled)}")
+                console.print(f"cancelled {len(cancelled)} job(s) of unfinished trials in {time.monotonic() - t0:.1f} s: "
+                              f"{', '.join(cancelled)}")
 
     report_path = None
     if report:
