@@ -14,7 +14,6 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from attnsweep.data.errors import DataError
 from attnsweep.data.spec import SplitSpec
@@ -46,6 +45,9 @@ def assign_roles(labels: np.ndarray, groups: np.ndarray, val: float, test: float
     if largest < k:  # else sklearn's "n_splits=k cannot be greater than the number of members in each class"
         raise DataError(f"the largest class of the pool has {largest} images, too few for {k} folds "
                         f"(val {val}, test {test}); use rounder fractions or more data")
+    # imported here: scikit-learn pulls in scipy, which loading a study file should not pay for
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
     with warnings.catch_warnings():  # small classes: sklearn warns, the result is still grouped
         warnings.simplefilter("ignore", UserWarning)
         # one image per group (synthderm, CIFAR): StratifiedKFold gives the same guarantee, vectorised

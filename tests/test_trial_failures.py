@@ -11,7 +11,8 @@ from survive_setup import hold_env, held, wait_for
 from trainer_setup import comparable, data_dir, read_lines, trial_config  # noqa: F401 (fixture)
 
 from attnsweep.pipelines.trial.executors import ExecutorSpec, submit
-from attnsweep.pipelines.trial.trainer import CHECKPOINT, RESULT, train
+from attnsweep.pipelines.trial.folder import CHECKPOINT, RESULT
+from attnsweep.pipelines.trial.trainer import train
 
 LOCAL = ExecutorSpec(kind="local", workers=1, slurm={"timeout_min": 10})
 

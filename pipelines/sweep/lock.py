@@ -100,7 +100,7 @@ def study_lock(out: Path, resume: bool, on_takeover=None) -> Iterator[None]:
                                   "pass --resume to finish the study, or use another --out")
             if on_takeover is not None:
                 on_takeover(previous)
-        from attnsweep.pipelines.trial.checkpoint import write_json
+        from attnsweep.pipelines.trial.folder import write_json
 
         write_json(out / RECORD, _me())
         try:

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from attnsweep.data.atomic import remove_stale_folders
+from attnsweep.data.atomic import remove_stale_folders, write_text
 from attnsweep.pipelines.store import parquet_store
 from attnsweep.pipelines.trial import executors
 from attnsweep.pipelines.config.compare import check_resume
@@ -27,7 +27,7 @@ from attnsweep.pipelines.sweep.failed_trials import check_complete, retry_infras
 from attnsweep.pipelines.sweep.lock import describe, study_lock
 from attnsweep.pipelines.sweep.plan import phase_splits
 from attnsweep.pipelines.config.study import LogRange, Study
-from attnsweep.pipelines.sweep.tune_trainable import final_result
+from attnsweep.pipelines.trial.folder import JOBS, TrialFolder
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,11 @@ class StudyOutputs:
 def write_study_file(study: Study, out: Path) -> Path:
     """`<out>/study.yaml`: the validated study as it ran (read by the report), temp + rename."""
     path = out / "study.yaml"
-    tmp = path.with_name(f".study.yaml.{os.getpid()}.tmp")
-    tmp.write_text(yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
-    os.replace(tmp, path)
+    write_text(path, yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
     return path
 
 
-def tune_plan(study: Study) -> dict[tuple[str, str], int]:
+def tune_trial_counts(study: Study) -> dict[tuple[str, str], int]:
     """(variant, phase) -> Tune trials: configurations in the search, splits in the repeat."""
     plan = {}
     for v in study.variants:
@@ -106,7 +104,8 @@ def as_interrupt(*signums: int) -> Iterator[None]:
 def cancel_owned_jobs(out: Path, executor) -> list[str]:
     """Stop every job of this study's unfinished trials that is still queued or running, all at
     once -> their ids."""
-    unfinished = [jobs.parent for jobs in (out / "trials").glob("*/*/*/jobs.json") if final_result(jobs.parent) is None]
+    unfinished = [jobs.parent for jobs in (out / "trials").glob(f"*/*/*/{JOBS}")
+                  if TrialFolder(jobs.parent).final_result() is None]
     return executors.stop_jobs(unfinished, executor)
 
 
@@ -117,7 +116,8 @@ def preflight(study: Study, out: Path, data_dir: Path, n_train: int) -> None:
     from pydantic import ValidationError
 
     from attnsweep.pipelines.sweep.plan import make_trial
-    from attnsweep.pipelines.config.trial_config import TrialConfigError, one_line
+    from attnsweep.pipelines.config.errors import one_line
+    from attnsweep.pipelines.config.trial_config import TrialConfigError
 
     s = study.search
     lr = s.lr.low if isinstance(s.lr, LogRange) else s.lr[0]
@@ -184,7 +184,7 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
     # Ray installs its own SIGTERM handler in ray.init: ours goes on top of it, inside.
     with ray_runtime(study, out), as_interrupt(signal.SIGTERM):
         try:
-            with Progress(study.name, tune_plan(study), console) as progress:
+            with Progress(study.name, tune_trial_counts(study), console) as progress:
                 for variant in study.variants:
                     if phase_splits(study, "search"):
                         best = run_search(study, out, variant, data_dir, recorder, progress, poll_s)

@@ -5,59 +5,22 @@ can cancel a job or re-attach to it."""
 from __future__ import annotations
 
 import contextlib
-import datetime
 import logging
 import os
 import signal
 import threading
 from pathlib import Path
-from typing import Literal
 
 import psutil
 import submitit
-from pydantic import BaseModel, ConfigDict, Field
 from submitit.helpers import Checkpointable, DelayedSubmission
 
-from attnsweep.pipelines.trial import checkpoint
+from attnsweep.pipelines.config.executor import ExecutorSpec
 from attnsweep.pipelines.trial.failures import describe, failure_kind
 from attnsweep.pipelines.trial.distributed import CPU_THREADS_ENV, machine_cpus, submitit_job
-from attnsweep.pipelines.trial.trainer import RESULT, claim_folder, train
+from attnsweep.pipelines.trial.folder import SUBMITIT, TrialFolder
+from attnsweep.pipelines.trial.trainer import train
 from attnsweep.pipelines.config.trial_config import TrialConfig, TrialConfigError
-
-JOBS = "jobs.json"
-
-
-class SlurmResources(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    partition: str | None = None
-    nodes: int = Field(1, ge=1)
-    gpus_per_node: int = Field(0, ge=0)
-    tasks_per_node: int = Field(1, ge=1, description="ranks per node (one per GPU on a GPU node)")
-    cpus_per_task: int = Field(1, ge=1)
-    mem_gb: float | None = Field(None, gt=0)
-    timeout_min: int = Field(60, ge=1, description="time limit of one job (a `local` job too)")
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    extra: dict[str, str | int | bool] = Field(default_factory=dict,
-                                               description="more sbatch flags, e.g. {'exclusive': True}")
-    signal_delay_s: int = Field(90, ge=0, description="the requeue signal comes this long before the time limit")
-    max_requeues: int = Field(3, ge=0, description="time-outs after which the job is not requeued again")
-
-
-class ExecutorSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: Literal["debug", "local", "slurm"] = "local"
-    workers: int = Field(1, ge=1, description="processes (ranks) of a `local` job")
-    slurm: SlurmResources = Field(default_factory=SlurmResources)
-
-    @property
-    def world_size(self) -> int:
-        if self.kind == "slurm":
-            return self.slurm.nodes * self.slurm.tasks_per_node
-        return self.workers if self.kind == "local" else 1
 
 
 class TrialJob(Checkpointable):
@@ -82,9 +45,9 @@ class TrialJob(Checkpointable):
             if _rank() == 0:
                 record = {"status": "failed", "error": describe(err), "failure": failure_kind(err)}
                 try:
-                    checkpoint.write_json(self.trial_dir / RESULT, record)
+                    TrialFolder(self.trial_dir).write_result(record)
                 except OSError as write_err:  # a full disk: no result is an infrastructure failure too
-                    logging.getLogger(__name__).error("cannot write %s: %s", RESULT, describe(write_err))
+                    logging.getLogger(__name__).error("cannot write the result: %s", describe(write_err))
             raise
 
     def checkpoint(self) -> DelayedSubmission:
@@ -153,34 +116,19 @@ def submit_array(cfgs: list[TrialConfig], trial_dirs: list[str | Path], executor
     dirs = [Path(d) for d in trial_dirs]
     for cfg, d in zip(cfgs, dirs, strict=True):
         validate(cfg, executor)
-        claim_folder(cfg, d)
-    folder = (dirs[0] if len(dirs) == 1 else Path(os.path.commonpath(dirs))) / "submitit"
+        TrialFolder(d).claim(cfg)
+    folder = (dirs[0] if len(dirs) == 1 else Path(os.path.commonpath(dirs))) / SUBMITIT
     ex = make_executor(executor, folder)
     with ex.batch():
         threads = local_cpu_threads(executor, jobs_at_once or len(cfgs))
         jobs = [ex.submit(TrialJob(cfg, d, threads)) for cfg, d in zip(cfgs, dirs)]
     for job, d in zip(jobs, dirs):
-        _record(d, job, executor, folder)
+        TrialFolder(d).record_job(job.job_id, executor.kind, folder, executor.world_size)
     return jobs
 
 
-def _record(trial_dir: Path, job: submitit.Job, executor: ExecutorSpec, folder: Path) -> None:
-    path = trial_dir / JOBS
-    records = checkpoint.read_json(path) if path.exists() else []
-    records.append({"job_id": job.job_id, "kind": executor.kind, "folder": str(folder),
-                    "tasks": executor.world_size,
-                    "submitted_at": datetime.datetime.now(datetime.timezone.utc).isoformat()})
-    checkpoint.write_json(path, records)
-
-
-def job_ids(trial_dir: str | Path) -> list[str]:
-    path = Path(trial_dir) / JOBS
-    return [r["job_id"] for r in checkpoint.read_json(path)] if path.exists() else []
-
-
 def _last_record(trial_dir: str | Path, executor: ExecutorSpec) -> dict | None:
-    path = Path(trial_dir) / JOBS
-    records = [r for r in (checkpoint.read_json(path) if path.exists() else []) if r["kind"] == executor.kind]
+    records = [r for r in TrialFolder(trial_dir).jobs() if r["kind"] == executor.kind]
     return records[-1] if records and executor.kind != "debug" else None
 
 
