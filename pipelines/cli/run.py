@@ -1,6 +1,8 @@
 """`attnsweep run STUDY` (the study driver) and `attnsweep export OUT --to FILE.parquet`."""
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -21,6 +23,7 @@ def run(
     resume: bool = typer.Option(False, "--resume", help="Finish a study whose driver stopped; finished trials are not re-run."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and an estimated compute time; run nothing."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip the report at the end."),
+    allow_failed: bool = typer.Option(False, "--allow-failed", help="Exit 0 although some trials failed (the report lists them)."),
 ) -> None:
     """Run a study: search and repeat phases of every variant, MLflow, Parquet, report."""
     from pydantic import ValidationError
@@ -46,21 +49,32 @@ def run(
     from rich.console import Console
 
     from attnsweep.data import DataError
+    from attnsweep.pipelines.config.compare import StudyChanged
+    from attnsweep.pipelines.sweep.lock import StudyLocked
     from attnsweep.pipelines.sweep.orchestrate import StudyExists, run_study
+    from attnsweep.pipelines.store.parquet_store import BadResultsFile
+    from attnsweep.pipelines.sweep.failed_trials import StudyIncomplete
     from attnsweep.pipelines.sweep.phases import NoEligibleConfig
+    from attnsweep.pipelines.trial.failures import describe
     from attnsweep.pipelines.config.trial_config import TrialConfigError
 
     # Without a terminal (a log file, a SLURM job) rich would wrap at 80 columns.
     console = Console() if Console().is_terminal else Console(width=120, soft_wrap=True)
     try:
-        result = run_study(study, resume=resume, console=console, report=not no_report)
-    except (StudyExists, DataError, TrialConfigError) as e:
+        result = run_study(study, resume=resume, console=console, report=not no_report, allow_failed=allow_failed)
+    except (StudyExists, StudyLocked, StudyChanged, BadResultsFile, DataError, TrialConfigError) as e:
         _fail(str(e))
-    except NoEligibleConfig as e:
+    except (NoEligibleConfig, StudyIncomplete) as e:
         _fail(str(e), code=1)
+    except OSError as e:  # e.g. a full disk under the driver's own writes
+        _fail(describe(e), code=1)
     except KeyboardInterrupt:
         console.print("interrupted: unfinished trials' jobs were cancelled; `--resume` finishes the study")
-        raise typer.Exit(130) from None
+        # Everything is on disk and the jobs are stopped; the interpreter's native teardown after
+        # an interrupted Ray session took 40 s on a loaded machine, so the driver leaves now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     out_dir = result.out
     console.print(f"\n[bold]{study.name} finished[/]")
     console.print(f"  results (Parquet): {out_dir / 'results'}   (attnsweep export {out_dir} --to results.parquet)")
@@ -78,11 +92,12 @@ def export(
     to: Path = typer.Option(..., "--to", help="The Parquet file to write."),
 ) -> None:
     """Consolidate a study's result rows (`<out>/results/`) into one Parquet file."""
+    from attnsweep.pipelines.store.parquet_store import BadResultsFile
     from attnsweep.pipelines.store.parquet_store import export as export_rows
 
     try:
         n = export_rows(out, to)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, BadResultsFile) as e:
         _fail(str(e))
     typer.echo(f"{n} rows -> {to}")
 

@@ -47,7 +47,7 @@ class AshaSettings(BaseModel):
     """Asynchronous successive halving over epochs (ray.tune.schedulers.ASHAScheduler)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    grace_period: int = Field(1, ge=1, description="epochs every trial runs before it can be stopped")
+    grace_period: int = Field(1, ge=1, strict=True, description="epochs every trial runs before it can be stopped")
     reduction_factor: float = Field(3, gt=1)
 
 
@@ -55,11 +55,18 @@ class SearchSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     algorithm: Literal["tpe", "grid"] = "tpe"
-    trials: int = Field(8, ge=1, description="configurations per variant (tpe); grid: all combinations")
-    seed: int = 0
+    trials: int = Field(8, ge=1, strict=True, description="configurations per variant (tpe); grid: all combinations")
+    seed: int = Field(0, strict=True)
     lr: Space
     weight_decay: Space = [0.0]
     asha: AshaSettings | None = None
+
+    @field_validator("lr", "weight_decay", mode="before")
+    @classmethod
+    def _range_or_list(cls, v: object) -> object:
+        if not isinstance(v, (dict, list, LogRange)):  # else pydantic reports each union member's error
+            raise ValueError(f"expected a log-uniform range {{low: .., high: ..}} or a list of values, got {v!r}")
+        return v
 
     @field_validator("lr", "weight_decay")
     @classmethod
@@ -102,7 +109,7 @@ class EstimateSettings(BaseModel):
     """Only for the `--dry-run` compute estimate."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    train_images: int | None = Field(None, ge=1, description="images in the pool (synthderm: its `n`)")
+    train_images: int | None = Field(None, ge=1, strict=True, description="images in the pool (synthderm: its `n`)")
     tflops: float | None = Field(None, gt=0, description="sustained TFLOP/s per device; default by executor")
 
 
@@ -114,14 +121,14 @@ class Study(BaseModel):
     dataset: DatasetSpec
     dataset_name: str | None = Field(None, description="the `dataset` column of the results; default: the format")
     ood: dict[str, DatasetSpec] = Field(default_factory=dict)
-    image_size: int = Field(224, ge=16)
+    image_size: int = Field(224, ge=16, strict=True)
     variants: list[str] = Field(min_length=1)
     train: TrainSettings
     search: SearchSettings
     splits: SplitSpec = Field(default_factory=SplitSpec)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
-    max_concurrent: int = Field(2, ge=1, description="Tune trials running at once")
-    max_failures: int = Field(1, ge=0, description="retries of a failed trial (from its checkpoint)")
+    max_concurrent: int = Field(2, ge=1, strict=True, description="Tune trials running at once")
+    max_failures: int = Field(1, ge=0, strict=True, description="retries of a failed trial (from its checkpoint)")
     tracking_uri: str | None = Field(None, description="default: sqlite:///<out>/mlflow.db")
     out_dir: Path | None = Field(None, description="default: runs/<name>")
     stats: StatsSettings = Field(default_factory=StatsSettings)
@@ -130,6 +137,8 @@ class Study(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
+        if len(v) > 100:  # it names folders (a file name has at most 255 bytes) and the MLflow experiment
+            raise ValueError(f"at most 100 characters, got {len(v)}")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
             raise ValueError(f"use letters, digits, '_', '.', '-' (it names folders and the MLflow experiment), got {v!r}")
         return v

@@ -5,6 +5,7 @@ report never leaves a half-written one."""
 from __future__ import annotations
 
 import math
+import os
 import re
 import shutil
 import uuid
@@ -13,6 +14,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
+from attnsweep.data.atomic import remove_stale_folders
 from attnsweep.pipelines.report import plots as report_plots
 from attnsweep.pipelines.report.study_folder import StudyFolder, load
 from attnsweep.pipelines.report.tables import (
@@ -106,8 +108,9 @@ def _slug(name: str) -> str:
 
 
 def _scratch(out: Path, prefix: str) -> Path:
-    # not tempfile.mkdtemp: its 0700 mode would make the report unreadable to the user's group
-    path = out / f"{prefix}{uuid.uuid4().hex[:12]}"
+    # not tempfile.mkdtemp: its 0700 mode would make the report unreadable to the user's group;
+    # the pid in the name lets a later build remove what a killed one left (remove_stale_folders)
+    path = out / f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:12]}"
     path.mkdir()
     return path
 
@@ -177,6 +180,8 @@ def build_report(out: Path | str, explain: bool = True) -> Path:
     """Build `<out>/report/` from the study folder; returns its path."""
     out = Path(out)
     folder = load(out)
+    for prefix in (".report-", ".report-old-"):
+        remove_stale_folders(out, prefix)
     tmp = _scratch(out, ".report-")
     try:
         tables = build_tables(folder)

@@ -11,6 +11,7 @@ import pandas as pd
 from attnsweep.pipelines.report import stats
 from attnsweep.pipelines.report.study_folder import StudyFolder, StudyFolderError
 from attnsweep.pipelines.store.results_schema import SCHEMA_VERSION
+from attnsweep.pipelines.trial.failures import trial_failure
 
 # all metrics the study can compare are "higher is better" fractions, shown in percent as paper 002
 PERCENT = 100.0
@@ -139,7 +140,16 @@ def left_out_runs(folder: StudyFolder) -> pd.DataFrame:
     bad = runs[(runs["status"] != "ok") & ((runs["phase"] == "repeat") | (runs["status"] != "stopped"))]
     rank = {v: i for i, v in enumerate(folder.variant_order)}
     bad = bad.assign(_r=bad["variant"].map(rank)).sort_values(["phase", "dataset", "_r", "split"])
-    return bad[["phase", "dataset", "variant", "split", "status", "trial_id"]].reset_index(drop=True)
+    bad = bad.assign(why=[_why(folder.out, r) for r in bad.itertuples()])
+    return bad[["phase", "dataset", "variant", "split", "status", "why", "trial_id"]].reset_index(drop=True)
+
+
+def _why(out, run) -> str:
+    """A failed run's failure kind and error, from its trial folder (when the folder has it)."""
+    if run.status != "failed" or not (out / "trials").is_dir():
+        return ""
+    kind, why = trial_failure(out / "trials" / run.phase / run.variant / run.trial_id)
+    return f"{kind}: {why}"
 
 
 def _span(times: pd.Series) -> str:

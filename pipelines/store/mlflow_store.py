@@ -108,6 +108,13 @@ class MlflowStore:
         self._last_step[run.info.run_id] = 0
         return run.info.run_id, False
 
+    def discard_child(self, trial_id: str) -> None:
+        """Delete a trial's run (a failure that is retried): the retry records it in a new one."""
+        if trial_id in self._children:
+            run_id, _ = self._children.pop(trial_id)
+            self._last_step.pop(run_id, None)
+            self.client.delete_run(run_id)
+
     def log_epochs(self, run_id: str, epochs: Sequence[dict[str, Any]]) -> None:
         """Per-epoch metrics (step = epoch); epochs logged before (also by an earlier driver of
         a resumed study) are skipped, so a relayed epoch never appears twice."""

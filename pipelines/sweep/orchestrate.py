@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,12 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from attnsweep.data.atomic import write_text
+from attnsweep.data.atomic import remove_stale_folders, write_text
+from attnsweep.pipelines.store import parquet_store
 from attnsweep.pipelines.trial import executors
+from attnsweep.pipelines.config.compare import check_resume
+from attnsweep.pipelines.sweep.failed_trials import check_complete, retry_infrastructure_failures
+from attnsweep.pipelines.sweep.lock import describe, study_lock
 from attnsweep.pipelines.sweep.plan import phase_splits
 from attnsweep.pipelines.config.study import LogRange, Study
 from attnsweep.pipelines.trial.folder import JOBS, TrialFolder
@@ -69,6 +74,7 @@ def ray_runtime(study: Study, out: Path) -> Iterator[None]:
     import ray
 
     key = hashlib.sha1(str(out).encode()).hexdigest()[:8]
+    remove_stale_folders(Path(tempfile.gettempdir()), f"as-ray-{key}-")  # of a killed driver of this study
     temp_dir = Path(tempfile.gettempdir()) / f"as-ray-{key}-{os.getpid()}"
     ray.init(num_cpus=study.max_concurrent, include_dashboard=False, _temp_dir=str(temp_dir),
              log_to_driver=False, object_store_memory=100 * 1024**2, configure_logging=True,
@@ -83,29 +89,27 @@ def ray_runtime(study: Study, out: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (scancel, a time limit, `kill`) unwinds like Ctrl-C, so the jobs get cancelled."""
+def as_interrupt(*signums: int) -> Iterator[None]:
+    """These signals unwind like Ctrl-C, so the jobs get cancelled: SIGTERM (scancel, a time
+    limit, `kill`), and SIGINT set explicitly, because a driver started with `&` or `nohup` from a
+    script inherits an ignored SIGINT (and would pass that on to the processes it starts)."""
     def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {s: signal.signal(s, handler) for s in signums}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def cancel_owned_jobs(out: Path, executor) -> list[str]:
-    """Cancel every job of this study's unfinished trials that is still queued or running -> their ids."""
-    cancelled = []
-    for jobs_file in (out / "trials").glob(f"*/*/*/{JOBS}"):
-        trial_dir = jobs_file.parent
-        if TrialFolder(trial_dir).final_result() is None:
-            job = executors.attach(trial_dir, executor)  # a local job is stopped by attach itself
-            if job is not None:
-                job.cancel(check=False)
-                cancelled.append(job.job_id)
-    return cancelled
+    """Stop every job of this study's unfinished trials that is still queued or running, all at
+    once -> their ids."""
+    unfinished = [jobs.parent for jobs in (out / "trials").glob(f"*/*/*/{JOBS}")
+                  if TrialFolder(jobs.parent).final_result() is None]
+    return executors.stop_jobs(unfinished, executor)
 
 
 def preflight(study: Study, out: Path, data_dir: Path, n_train: int) -> None:
@@ -138,17 +142,35 @@ def check_output_folder(out: Path, resume: bool) -> None:
 
 
 def run_study(study: Study, resume: bool = False, console: Console | None = None, poll_s: float = 1.0,
-              report: bool = True) -> StudyOutputs:
+              report: bool = True, allow_failed: bool = False) -> StudyOutputs:
+    """The study under its folder's lock (`lock.study_lock`: one driver per study). Failed trials
+    end it with `StudyIncomplete` (after the report) unless `allow_failed`."""
+    console = console or Console()
+    out = study.output_dir()
+    if out.exists() and not out.is_dir():
+        raise StudyExists(f"{out}: --out names a file, not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    took_over = lambda gone: console.print(f"taking over the lock of a driver that is gone ({describe(gone)})")  # noqa: E731
+    # SIGINT before Ray and the jobs start: they inherit its disposition
+    with study_lock(out, resume, took_over), as_interrupt(signal.SIGINT):
+        return _run_locked(study, out, resume, console, poll_s, report, allow_failed)
+
+
+def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s: float, report: bool,
+                       allow_failed: bool) -> StudyOutputs:
     from attnsweep.data import load_split, prepare
     from attnsweep.pipelines.store.mlflow_store import MlflowStore, default_tracking_uri
     from attnsweep.pipelines.sweep.phases import run_repeat, run_search
     from attnsweep.pipelines.sweep.progress import Progress
     from attnsweep.pipelines.sweep.tracking import Recorder
 
-    console = console or Console()
-    out = study.output_dir()
     check_output_folder(out, resume)
-    out.mkdir(parents=True, exist_ok=True)
+    parquet_store.check(out)  # a damaged or foreign results file: one line now, not a traceback mid-study
+    stored = out / "study.yaml"
+    if resume and stored.exists():
+        changed = check_resume(yaml.safe_load(stored.read_text()), study.model_dump(mode="json"), str(stored))
+        if changed:
+            console.print(f"changed since the study last ran, no trial depends on them: {', '.join(changed)}")
     write_study_file(study, out)
     console.print(f"[bold]{study.name}[/]: preparing {study.dataset_label} at {study.image_size}px in {out / 'data'}")
     data_dir = prepare(study.dataset, study.splits, study.image_size, out, ood=study.ood)
@@ -157,9 +179,13 @@ def run_study(study: Study, resume: bool = False, console: Console | None = None
     eval_sets = [name for name in first.sets if name != "train"]
     tracking_uri = study.tracking_uri or default_tracking_uri(out)
     recorder = Recorder(study, out, MlflowStore(tracking_uri, study.name, out), eval_sets, first.class_names)
+    if resume:
+        retried = retry_infrastructure_failures(out, recorder.store)
+        if retried:
+            console.print(f"retrying {len(retried)} trial(s) that failed for infrastructure reasons: {', '.join(retried)}")
 
     # Ray installs its own SIGTERM handler in ray.init: ours goes on top of it, inside.
-    with ray_runtime(study, out), sigterm_as_interrupt():
+    with ray_runtime(study, out), as_interrupt(signal.SIGTERM):
         try:
             with Progress(study.name, tune_trial_counts(study), console) as progress:
                 for variant in study.variants:
@@ -169,9 +195,11 @@ def run_study(study: Study, resume: bool = False, console: Console | None = None
                         best = study.search.fixed()
                     run_repeat(study, out, variant, data_dir, recorder, progress, best, poll_s)
         finally:
+            t0 = time.monotonic()
             cancelled = cancel_owned_jobs(out, study.executor)
             if cancelled:
-                console.print(f"cancelled the jobs of unfinished trials: {', '.join(cancelled)}")
+                console.print(f"cancelled {len(cancelled)} job(s) of unfinished trials in {time.monotonic() - t0:.1f} s: "
+                              f"{', '.join(cancelled)}")
 
     report_path = None
     if report:
@@ -180,4 +208,7 @@ def run_study(study: Study, resume: bool = False, console: Console | None = None
         report_path = build_report(out)
         log_report_to_mlflow(out, tracking_uri, recorder.store.study_run())
         recorder.store.client.set_terminated(recorder.store.study_run(), "FINISHED")
+    failed = check_complete(out, allow_failed)
+    if len(failed):
+        console.print(f"[yellow]{len(failed)} trial(s) failed, accepted with --allow-failed (see the report)[/]")
     return StudyOutputs(out, tracking_uri, report_path)

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import os
 import signal
-import time
+import threading
 from pathlib import Path
 
 import psutil
@@ -16,6 +16,7 @@ import submitit
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from attnsweep.pipelines.config.executor import ExecutorSpec
+from attnsweep.pipelines.trial.failures import describe, failure_kind
 from attnsweep.pipelines.trial.distributed import CPU_THREADS_ENV, machine_cpus, submitit_job
 from attnsweep.pipelines.trial.folder import SUBMITIT, TrialFolder
 from attnsweep.pipelines.trial.trainer import train, write_pending_checkpoint
@@ -35,12 +36,18 @@ class TrialJob(Checkpointable):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
         if self.cpu_threads is not None:
             os.environ[CPU_THREADS_ENV] = str(self.cpu_threads)  # this job's own process
+        if threading.current_thread() is threading.main_thread():
+            # A cancel is SIGINT: stop even if it was inherited as ignored (a driver started with &).
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             return train(self.cfg, self.trial_dir)
         except Exception as err:
             if _rank() == 0:
-                error = f"{type(err).__name__}: {err}"
-                TrialFolder(self.trial_dir).write_result({"status": "failed", "error": error})
+                record = {"status": "failed", "error": describe(err), "failure": failure_kind(err)}
+                try:
+                    TrialFolder(self.trial_dir).write_result(record)
+                except OSError as write_err:  # a full disk: no result is an infrastructure failure too
+                    logging.getLogger(__name__).error("cannot write the result: %s", describe(write_err))
             raise
 
     def checkpoint(self) -> DelayedSubmission:
@@ -121,42 +128,69 @@ def submit_array(cfgs: list[TrialConfig], trial_dirs: list[str | Path], executor
     return jobs
 
 
+def _last_record(trial_dir: str | Path, executor: ExecutorSpec) -> dict | None:
+    records = [r for r in TrialFolder(trial_dir).jobs() if r["kind"] == executor.kind]
+    return records[-1] if records and executor.kind != "debug" else None
+
+
 def attach(trial_dir: str | Path, executor: ExecutorSpec) -> submitit.Job | None:
     """The trial's last job of this executor kind if it is still queued or running, else None.
 
     A `local` job cannot be re-attached from another process (submitit's LocalJob needs the
     Popen handle of its controller): if one is still running it is stopped, and None is returned,
     so that the caller's new submission resumes from the checkpoint without two jobs in one folder."""
-    records = [r for r in TrialFolder(trial_dir).jobs() if r["kind"] == executor.kind]
-    if not records or executor.kind == "debug":
+    rec = _last_record(trial_dir, executor)
+    if rec is None:
         return None
-    rec = records[-1]
     if executor.kind == "slurm":
         job = submitit.SlurmJob(folder=rec["folder"], job_id=rec["job_id"], tasks=tuple(range(rec["tasks"])))
         return None if job.done(force_check=True) else job
-    _stop_local_controller(int(rec["job_id"]), rec["folder"])
+    stop_local_jobs([rec])
     return None
 
 
-def _stop_local_controller(pid: int, folder: str, grace_s: float = 30.0) -> None:
-    def alive() -> bool:  # and still our controller, not a reused pid or a zombie
-        try:
-            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return False
-        return b"submitit.local._local" in args and folder.encode() in args
+def stop_jobs(trial_dirs: list[Path], executor: ExecutorSpec) -> list[str]:
+    """Stop the last job of each trial that is still queued or running, all at once -> their ids.
+    Local jobs get their signal together and share one grace period (not one each)."""
+    records = [r for r in (_last_record(d, executor) for d in trial_dirs) if r is not None]
+    if executor.kind == "slurm":
+        stopped = []
+        for rec in records:
+            job = submitit.SlurmJob(folder=rec["folder"], job_id=rec["job_id"], tasks=tuple(range(rec["tasks"])))
+            if not job.done(force_check=True):
+                job.cancel(check=False)
+                stopped.append(job.job_id)
+        return stopped
+    return stop_local_jobs(records)
 
-    if not alive():
-        return
-    os.kill(pid, signal.SIGINT)  # what LocalJob.cancel sends: the controller stops its tasks
-    deadline = time.monotonic() + grace_s
-    while alive() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if alive():  # it did not stop in time (a loaded node): kill it and its task processes outright
-        with contextlib.suppress(psutil.NoSuchProcess):
-            controller = psutil.Process(pid)
-            tree = controller.children(recursive=True) + [controller]
-            for proc in tree:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    proc.kill()
-            psutil.wait_procs(tree, timeout=10)
+
+def _local_job(rec: dict) -> psutil.Process | None:
+    """The controller process of a local job if it still runs (not a reused pid, not a zombie)."""
+    try:
+        proc = psutil.Process(int(rec["job_id"]))
+        args = proc.cmdline()
+        if proc.status() != psutil.STATUS_ZOMBIE and "submitit.local._local" in args and rec["folder"] in args:
+            return proc
+    except psutil.Error:
+        pass
+    return None
+
+
+def stop_local_jobs(records: list[dict], grace_s: float = 10.0) -> list[str]:
+    """SIGINT to every running local job's controller and ranks at once (what LocalJob.cancel
+    sends; the ranks too, in case the controller inherited an ignored SIGINT), one shared grace
+    period, then SIGKILL for what is left -> the ids of the jobs that were running."""
+    controllers = {rec["job_id"]: proc for rec in records if (proc := _local_job(rec)) is not None}
+    tree = []
+    for proc in controllers.values():
+        with contextlib.suppress(psutil.Error):
+            tree += [proc, *proc.children(recursive=True)]
+    for proc in tree:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(signal.SIGINT)
+    _, alive = psutil.wait_procs(tree, timeout=grace_s)
+    for proc in alive:  # did not stop in time (a loaded node, a signal ignored): killed outright
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=10)
+    return list(controllers)

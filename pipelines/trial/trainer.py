@@ -72,7 +72,7 @@ def _train(cfg: TrialConfig, folder: TrialFolder, d: Dist) -> dict[str, Any]:
 
     state = {"epoch": 0, "best_epoch": None, "best_score": -float("inf"), "best_model": None, "train_seconds": 0.0}
     if folder.checkpoint_file.exists():
-        state = _resume(folder, d, model, optimizer, scheduler, scaler)
+        state = _resume(folder, d, model, optimizer, scheduler, scaler) or state
     saved_best_epoch = state["best_epoch"]  # the weights in best.pt
     ddp = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) \
         if d.world_size > 1 else model
@@ -198,8 +198,23 @@ def lr_scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer) -> torch.op
     return sched.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
-def _resume(folder: TrialFolder, d: Dist, model, optimizer, scheduler, scaler) -> dict[str, Any]:
-    ckpt = checkpoint.load(folder.checkpoint_file)
+def _resume(folder: TrialFolder, d: Dist, model, optimizer, scheduler, scaler) -> dict[str, Any] | None:
+    """The state after the checkpoint's epoch; None (train from scratch) when the checkpoint is
+    unreadable: it is an infrastructure failure (a disk or a copy), not the configuration's, so it
+    is set aside (`checkpoint.pt.corrupt-N`, with the metrics lines of its epochs) with one warning
+    line, and the trial starts again (one checkpoint is kept: there is no earlier good one)."""
+    try:
+        ckpt = checkpoint.load(folder.checkpoint_file)
+    except checkpoint.UnreadableCheckpoint as e:
+        distributed.barrier()  # every rank has tried to read it before it moves
+        if d.is_main:
+            aside = checkpoint.set_aside(folder.checkpoint_file)
+            if folder.metrics_file.exists():
+                checkpoint.set_aside(folder.metrics_file)  # its epochs are trained again
+            folder.best_file.unlink(missing_ok=True)
+            log.warning("%s; set aside as %s, the trial starts again from scratch", e, aside.name)
+        distributed.barrier()
+        return None
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
