@@ -1,6 +1,6 @@
 """`attnsweep run`: the driver of a study. Prepares the data once, starts a private Ray runtime,
-runs the search and repeat phases of every variant (`phases`), records every trial (`tracking`),
-and builds the report. It owns the jobs it submits: on a normal exit, SIGINT or SIGTERM it cancels
+runs the search and repeat phases of every variant at once (`scheduler`), records every trial
+(`tracking`), and builds the report. It owns the jobs it submits: on a normal exit, SIGINT or SIGTERM it cancels
 those still queued or running (SIGKILL leaves them, and `--resume` re-attaches to them)."""
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ import yaml
 from rich.console import Console
 
 from attnsweep.pipelines.trial import executors
-from attnsweep.pipelines.sweep.plan import phase_splits
 from attnsweep.pipelines.config.study import LogRange, Study
 from attnsweep.pipelines.sweep.tune_trainable import final_result
 
@@ -38,10 +37,17 @@ class StudyOutputs:
 
 
 def write_study_file(study: Study, out: Path) -> Path:
-    """`<out>/study.yaml`: the validated study as it ran (read by the report), temp + rename."""
+    """`<out>/study.yaml`: the validated study as it ran (read by the report), temp + rename. Its
+    `stats.baselines` holds every baseline the report cannot infer from the rows' backbone."""
+    from attnsweep.models import parse_name
+
     path = out / "study.yaml"
     tmp = path.with_name(f".study.yaml.{os.getpid()}.tmp")
-    tmp.write_text(yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
+    data = study.model_dump(mode="json")
+    # the report's default is the backbone's name: only the other baselines need saying
+    data["stats"]["baselines"] = {v: base for v, base in study.baselines().items()
+                                  if base != parse_name(study.variant(v).model)[0]}
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
     os.replace(tmp, path)
     return path
 
@@ -49,26 +55,28 @@ def write_study_file(study: Study, out: Path) -> Path:
 def tune_plan(study: Study) -> dict[tuple[str, str], int]:
     """(variant, phase) -> Tune trials: configurations in the search, splits in the repeat."""
     plan = {}
-    for v in study.variants:
+    for v in study.variant_ids:
         if study.splits.search_splits:
-            plan[(v, "search")] = study.search.n_configs()
+            plan[(v, "search")] = study.variant(v).search.n_configs()
         plan[(v, "repeat")] = study.splits.repeat_splits
     return plan
 
 
 @contextlib.contextmanager
 def ray_runtime(study: Study, out: Path) -> Iterator[None]:
-    """A private Ray runtime: explicit CPUs (one slot per concurrent trial), no dashboard, a short
-    temp dir of its own (Unix socket paths are limited to 107 bytes), Ray's console output off."""
+    """A private Ray runtime: the study's job budget as a custom resource (`budget`), no dashboard,
+    a short temp dir of its own (Unix socket paths are limited to 107 bytes), Ray's console output off."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard copies
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C reaches the driver, which cancels its jobs
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     import ray
 
+    from attnsweep.pipelines.sweep.budget import ray_resources
+
     key = hashlib.sha1(str(out).encode()).hexdigest()[:8]
     temp_dir = Path(tempfile.gettempdir()) / f"as-ray-{key}-{os.getpid()}"
-    ray.init(num_cpus=study.max_concurrent, include_dashboard=False, _temp_dir=str(temp_dir),
+    ray.init(num_cpus=study.max_concurrent, resources=ray_resources(study.max_concurrent), include_dashboard=False, _temp_dir=str(temp_dir),
              log_to_driver=False, object_store_memory=100 * 1024**2, configure_logging=True,
              logging_level=logging.ERROR)
     for name in ("ray", "ray.tune", "ray.train"):
@@ -93,12 +101,14 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def cancel_owned_jobs(out: Path, executor) -> list[str]:
+def cancel_owned_jobs(out: Path, study: Study) -> list[str]:
     """Cancel every job of this study's unfinished trials that is still queued or running -> their ids."""
     cancelled = []
     for jobs_file in (out / "trials").glob("*/*/*/jobs.json"):
         trial_dir = jobs_file.parent
         if final_result(trial_dir) is None:
+            variant = trial_dir.parent.name  # trials/<phase>/<variant>/<trial_id>
+            executor = study.variant(variant).executor if variant in study.variant_ids else study.executor
             job = executors.attach(trial_dir, executor)  # a local job is stopped by attach itself
             if job is not None:
                 job.cancel(check=False)
@@ -115,18 +125,20 @@ def preflight(study: Study, out: Path, data_dir: Path, n_train: int) -> None:
     from attnsweep.pipelines.sweep.plan import make_trial
     from attnsweep.pipelines.config.trial_config import TrialConfigError, one_line
 
-    s = study.search
-    lr = s.lr.low if isinstance(s.lr, LogRange) else s.lr[0]
-    wd = s.weight_decay.low if isinstance(s.weight_decay, LogRange) else s.weight_decay[0]
-    for variant in study.variants:
+    for variant in study.variant_ids:
+        v = study.variant(variant)
+        lr = v.search.lr.low if isinstance(v.search.lr, LogRange) else v.search.lr[0]
+        wd = v.search.weight_decay.low if isinstance(v.search.weight_decay, LogRange) else v.search.weight_decay[0]
         try:
             trial = make_trial(study, out, "repeat", variant, "repeat-0", lr, wd, data_dir)
         except ValidationError as err:
             raise TrialConfigError(one_line(err, f"study {study.name}, {variant}")) from None
-        executors.validate(trial.cfg, study.executor)
-    if study.train.batch_size > n_train:
-        raise TrialConfigError(f"train.batch_size: {study.train.batch_size} is larger than the training set "
-                               f"of a split ({n_train} images)")
+        executors.validate(trial.cfg, v.executor)
+        if v.train.batch_size > n_train:
+            field = "train.batch_size" if v.train.batch_size == study.train.batch_size else \
+                f"variants.{variant}.train.batch_size"
+            raise TrialConfigError(f"{field}: {v.train.batch_size} is larger than the training set of a split "
+                                   f"({n_train} images)")
 
 
 def check_output_folder(out: Path, resume: bool) -> None:
@@ -138,8 +150,8 @@ def run_study(study: Study, resume: bool = False, console: Console | None = None
               report: bool = True) -> StudyOutputs:
     from attnsweep.data import load_split, prepare
     from attnsweep.pipelines.store.mlflow_store import MlflowStore, default_tracking_uri
-    from attnsweep.pipelines.sweep.phases import run_repeat, run_search
     from attnsweep.pipelines.sweep.progress import Progress
+    from attnsweep.pipelines.sweep.scheduler import run_variants
     from attnsweep.pipelines.sweep.tracking import Recorder
 
     console = console or Console()
@@ -155,20 +167,16 @@ def run_study(study: Study, resume: bool = False, console: Console | None = None
     tracking_uri = study.tracking_uri or default_tracking_uri(out)
     recorder = Recorder(study, out, MlflowStore(tracking_uri, study.name, out), eval_sets, first.class_names)
 
-    # Ray installs its own SIGTERM handler in ray.init: ours goes on top of it, inside.
-    with ray_runtime(study, out), sigterm_as_interrupt():
-        try:
+    # Ray installs its own SIGTERM handler in ray.init: ours goes on top of it, inside. The jobs are
+    # cancelled after Ray is down, so no trainable (a retried trial) can submit one after the sweep.
+    try:
+        with ray_runtime(study, out), sigterm_as_interrupt():
             with Progress(study.name, tune_plan(study), console) as progress:
-                for variant in study.variants:
-                    if phase_splits(study, "search"):
-                        best = run_search(study, out, variant, data_dir, recorder, progress, poll_s)
-                    else:
-                        best = study.search.fixed()
-                    run_repeat(study, out, variant, data_dir, recorder, progress, best, poll_s)
-        finally:
-            cancelled = cancel_owned_jobs(out, study.executor)
-            if cancelled:
-                console.print(f"cancelled the jobs of unfinished trials: {', '.join(cancelled)}")
+                run_variants(study, out, data_dir, recorder, progress, poll_s)
+    finally:
+        cancelled = cancel_owned_jobs(out, study)
+        if cancelled:
+            console.print(f"cancelled the jobs of unfinished trials: {', '.join(cancelled)}")
 
     report_path = None
     if report:

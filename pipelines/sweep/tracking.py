@@ -16,6 +16,7 @@ from ray import tune
 from attnsweep.pipelines.trial import executors
 from attnsweep.pipelines.store import parquet_store
 from attnsweep.pipelines.store.mlflow_store import MlflowStore
+from attnsweep.pipelines.sweep import budget
 from attnsweep.pipelines.sweep.plan import Trial, tune_trials
 from attnsweep.pipelines.store.result_rows import epoch_rows, read_epochs, result_rows
 from attnsweep.pipelines.config.study import Study
@@ -63,13 +64,15 @@ class Recorder:
         return parquet_store.is_recorded(self.out, trial.ref.trial_id)
 
     def log_progress(self, trial: Trial) -> None:
+        if budget.interrupted.is_set():
+            return
         run_id, terminated = self.store.child_run(trial.ref, trial.cfg.model_dump(mode="json"))
         if not terminated:
             self.store.log_epochs(run_id, read_epochs(trial.ref.dir))
 
     def record(self, trial: Trial, result: dict[str, Any]) -> None:
         """MLflow first (the row names the run), then the Parquet files (the recorded marker)."""
-        if self.is_recorded(trial):
+        if self.is_recorded(trial) or budget.interrupted.is_set():  # an interrupt ends no trial
             return
         config = trial.cfg.model_dump(mode="json")
         run_id, terminated = self.store.child_run(trial.ref, config)
@@ -97,7 +100,7 @@ class Recorder:
         (the trainable does too, but an actor may die before it can) and record it as `status`."""
         if self.is_recorded(trial) or self.record_finished(trial):
             return
-        job = executors.attach(trial.ref.dir, self.study.executor)  # a local job is stopped by attach
+        job = executors.attach(trial.ref.dir, self.study.variant(trial.ref.variant).executor)  # a local job is stopped by attach
         if job is not None:
             job.cancel(check=False)
         self.record(trial, unfinished_result(trial.ref.dir, status, error))
