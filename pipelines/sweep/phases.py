@@ -139,6 +139,8 @@ def _fit(study: Study, out: Path, phase: str, variant: str, data_dir: Path, reco
     finally:
         if gate is not None:
             gate.withdraw(variant, phase)
+    if budget.interrupted.is_set():  # the Tuner ended because the driver was interrupted: nothing is done
+        raise KeyboardInterrupt("interrupted")
 
 
 def run_search(study: Study, out: Path, variant: str, data_dir: Path, recorder: Recorder, progress,
