@@ -151,3 +151,47 @@ def test_a_bad_override_fails_before_any_job(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {study_file}: variants.se_big.executor.slurm.gpus_per_node")
     assert not out.exists()  # nothing prepared, nothing submitted
+
+
+def _measured_trial(folder: Path, name: str, epochs: list[float], wall: float, n_train: int, threads: int) -> None:
+    """A finished local training as the trainer leaves it: its epochs' seconds, its job's submission
+    and its result written `wall` seconds later."""
+    import datetime
+    import os
+
+    d = folder / "trials" / "repeat" / "resnet18" / name
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"model": "resnet18", "image_size": 48}))
+    (d / "metrics.jsonl").write_text("".join(json.dumps({"epoch": i + 1, "seconds": s}) + "\n"
+                                             for i, s in enumerate(epochs)))
+    submitted = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    (d / "jobs.json").write_text(json.dumps([{"job_id": "1", "kind": "local", "submitted_at": submitted.isoformat()}]))
+    (d / "result.json").write_text(json.dumps({"status": "ok", "epochs_run": len(epochs), "n_train": n_train,
+                                               "cpu_threads": threads, "world_size": 1}))
+    os.utime(d / "result.json", (submitted.timestamp() + wall,) * 2)
+
+
+def test_the_per_job_estimate_is_calibrated_on_measured_trainings(tmp_path, monkeypatch):
+    from attnsweep.pipelines.trial import distributed
+
+    monkeypatch.setattr(distributed, "machine_cpus", lambda: 2)
+    runs = tmp_path / "runs"
+    # a sibling study folder: 2 trainings of resnet18 at 48 px, 1 thread each, 100 training images
+    _measured_trial(runs / "earlier", "a", [10.0, 10.0], wall=50.0, n_train=100, threads=1)
+    _measured_trial(runs / "earlier", "b", [12.0, 12.0], wall=54.0, n_train=100, threads=1)
+    data = yaml.safe_load((REPO / "studies" / "demo.yaml").read_text())
+    data.update(out_dir=str(runs / "demo"), variants=["resnet18", "resnet18+se"])
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(data))
+    study = load_study(path)  # 2 jobs at once on 2 cores: 1 core each, as measured
+    measured = estimate.measured_trainings(estimate.calibration_folders(study))
+    assert len(measured) == 2
+    rows = {(p.variant, p.phase): p for p in estimate.plan(study)}
+    n_train = estimate.training_images(study)
+    assert n_train == round(400 * (1 - 0.15 - 0.2))
+    job = estimate.job_estimate(study, rows[("resnet18", "repeat")], n_train, measured)
+    # 11 s per epoch for 100 images on a core -> 0.11 s per image; 30 s of the rest (median of 30, 30)
+    assert job.calibrated and "2 measured trainings" in job.basis
+    assert job.seconds == pytest.approx(30.0 + 3 * 0.11 * n_train)
+    other = estimate.job_estimate(study, rows[("resnet18+se", "repeat")], n_train, measured)
+    assert not other.calibrated and "uncalibrated" in other.basis  # another model: not measured

@@ -27,9 +27,10 @@ from pathlib import Path
 
 from attnsweep.pipelines.config.study import Study
 
-# The FLOP model (used only without a measurement). A CPU core sustains CPU_CORE_TFLOPS on these
-# small models, and each image costs CPU_IMAGE_S on top (loading, augmentation, Python per batch),
-# fitted on this 2-core machine to the demo (48 px) and a 28 px MedMNIST resnet18 study.
+# The FLOP model (used only without a measurement; a rough prior, marked uncalibrated). A CPU core
+# sustains CPU_CORE_TFLOPS on these small models (the demo on 2 cores: 525 GFLOP per training in
+# 3.4 s), and each image costs CPU_IMAGE_S per core on top (loading, augmentation, Python per batch:
+# what made 28 px MedMNIST trainings take 12x the FLOP time).
 GPU_TFLOPS = 8.0
 CPU_CORE_TFLOPS = 0.075
 CPU_IMAGE_S, GPU_IMAGE_S = 0.004, 0.0002
@@ -259,7 +260,11 @@ def job_estimate(study: Study, p: PhasePlan, n_train: int, measured: list[Measur
     per_image = GPU_IMAGE_S / ex.world_size if gpu else CPU_IMAGE_S * 2 / _cores_per_job(study, ex)
     gflop = p.epochs * (3 * n_train + n_val) * p.gflops_per_image + n_test * (1 + len(study.ood)) * p.gflops_per_image
     images_seen = p.epochs * (n_train + n_val) + n_test * (1 + len(study.ood))
-    seconds = gflop / (tflops * 1e3) + images_seen * per_image + STARTUP_S[ex.kind]
+    from attnsweep.models import count_params
+
+    checkpoint_bytes = 3 * 4 * count_params(p.model, _num_classes(study), study.image_size)  # weights, momentum, best
+    seconds = gflop / (tflops * 1e3) + images_seen * per_image + STARTUP_S[ex.kind] + \
+        p.epochs * checkpoint_bytes / CHECKPOINT_BYTES_PER_S
     return JobEstimate(seconds, False, "FLOP model, uncalibrated (no measured training of this model and size)")
 
 

@@ -70,6 +70,9 @@ def ray_runtime(study: Study, out: Path) -> Iterator[None]:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard copies
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C reaches the driver, which cancels its jobs
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # The trainables only follow their jobs (a few MB); Ray's OOM killer would kill them for memory
+    # that the jobs or other programs use, and Tune ends the study on an actor killed that way.
+    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
     import ray
 
     from attnsweep.pipelines.sweep.budget import ray_resources
