@@ -1,9 +1,13 @@
-"""The study's job budget on its one Ray runtime, shared by the Tuners of every variant and phase.
+"""The study's job budget, shared by the Tuners of every variant and phase.
 
-`max_concurrent` is the number of training jobs running at once across the study. The Ray runtime
-holds that many units of a custom resource, `jobs`; a Tune trial holds one unit per job it runs (a
-search configuration: one per search split; a repeat trial: one), so Ray starts a trial of any
-variant as soon as enough of its jobs fit, and nothing else caps the study.
+`max_concurrent` is the number of training jobs running at once across the study. A Tune trial
+holds one unit per job it runs (a search configuration: one per search split; a repeat trial: one).
+The `Gate` in the driver is the budget: every Tuner's searcher asks it before proposing a trial
+(`GatedSearcher`), and Tune reports every trial's end to the searcher, so the gate counts the jobs
+of live trials exactly. When jobs must wait, the gate also decides who goes next (`Gate.priority`).
+Not Ray resources: a Tuner that reuses its actors keeps one idle actor with its resources between
+trials (Tune's actor cache keeps one), which would hold budget that no job uses; and Ray starts
+waiting trials in an order of its own.
 
 Several Tuners run at once, each in a driver thread (`scheduler`). Tune supports a Tuner in a thread
 (it installs no signal handler there), but its registry of trainables is process-global and not
@@ -19,20 +23,16 @@ from dataclasses import dataclass, field
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
-JOBS = "jobs"
 _registry_lock = threading.Lock()
 # Set when the driver is interrupted: every Tuner ends (its trials' jobs are cancelled by cleanup).
 interrupted = threading.Event()
 
 
-def ray_resources(max_concurrent: int) -> dict[str, float]:
-    return {JOBS: float(max_concurrent)}
-
-
-def registered_trainable(name: str, trainable, jobs: int, **parameters) -> str:
-    """Register `trainable` (with its parameters) as `name`, holding `jobs` budget units per trial."""
+def registered_trainable(name: str, trainable, **parameters) -> str:
+    """Register `trainable` (with its parameters) as `name`. Its actor only follows its jobs: a
+    hundredth of a CPU (the budget is the gate's)."""
     with _registry_lock:
-        wrapped = tune.with_resources(tune.with_parameters(trainable, **parameters), {"cpu": 0, JOBS: jobs})
+        wrapped = tune.with_resources(tune.with_parameters(trainable, **parameters), {"cpu": 0.01})
         tune.register_trainable(name, wrapped)
     return name
 

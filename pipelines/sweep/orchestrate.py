@@ -64,8 +64,9 @@ def tune_plan(study: Study) -> dict[tuple[str, str], int]:
 
 @contextlib.contextmanager
 def ray_runtime(study: Study, out: Path) -> Iterator[None]:
-    """A private Ray runtime: the study's job budget as a custom resource (`budget`), no dashboard,
-    a short temp dir of its own (Unix socket paths are limited to 107 bytes), Ray's console output off."""
+    """A private Ray runtime: no dashboard, a short temp dir of its own (Unix socket paths are
+    limited to 107 bytes), Ray's console output off. Its CPUs are nominal: a trainable takes 0.01,
+    the study's job budget is `budget.Gate`."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard copies
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C reaches the driver, which cancels its jobs
@@ -75,11 +76,9 @@ def ray_runtime(study: Study, out: Path) -> Iterator[None]:
     os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
     import ray
 
-    from attnsweep.pipelines.sweep.budget import ray_resources
-
     key = hashlib.sha1(str(out).encode()).hexdigest()[:8]
     temp_dir = Path(tempfile.gettempdir()) / f"as-ray-{key}-{os.getpid()}"
-    ray.init(num_cpus=study.max_concurrent, resources=ray_resources(study.max_concurrent), include_dashboard=False, _temp_dir=str(temp_dir),
+    ray.init(num_cpus=study.max_concurrent, include_dashboard=False, _temp_dir=str(temp_dir),
              log_to_driver=False, object_store_memory=100 * 1024**2, configure_logging=True,
              logging_level=logging.ERROR)
     for name in ("ray", "ray.tune", "ray.train"):

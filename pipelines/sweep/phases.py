@@ -114,11 +114,11 @@ def _search_alg(s: SearchSettings, finished: pd.DataFrame, in_flight: list[dict]
 def _fit(study: Study, out: Path, phase: str, variant: str, data_dir: Path, recorder: Recorder, progress,
          param_space: dict, num_samples: int, search_alg, scheduler=None, poll_s: float = 1.0,
          gate: budget.Gate | None = None) -> None:
-    # A trial holds one unit of the study's job budget per job it runs (see budget); the study's
-    # gate decides which variant's trial starts when jobs must wait.
+    # A trial holds one unit of the study's job budget per job it runs; the study's gate admits it
+    # (see budget).
     jobs = len(phase_splits(study, phase)) if phase == "search" else 1
     trainable = budget.registered_trainable(
-        f"{phase}-{variant}", SplitsTrainable, jobs, study=study, phase=phase, variant=variant, out=str(out),
+        f"{phase}-{variant}", SplitsTrainable, study=study, phase=phase, variant=variant, out=str(out),
         data_dir=str(data_dir), executor=study.variant(variant).executor, poll_s=poll_s)
     gated = budget.GatedSearcher(search_alg, gate, variant, phase, jobs, max(1, study.max_concurrent // jobs))
     tuner = tune.Tuner(

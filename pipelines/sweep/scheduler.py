@@ -1,7 +1,7 @@
 """One schedule for the whole study: every variant's phase chain (its search Tuner, then its repeat
 Tuner) runs in a driver thread of its own, all at once, on the one Ray runtime of the study. No
 variant waits for another: a variant's repeat phase starts as soon as its own search has chosen.
-The only cap is the study's job budget (`budget`): Ray starts a waiting trial of any variant as
+The only cap is the study's job budget (`budget.Gate`): a waiting trial of any variant starts as
 soon as its jobs fit.
 
 Why threads of one driver rather than Tuners as Ray tasks: the Tune callbacks stay in the driver,
