@@ -68,7 +68,7 @@ def occupancy(spans: list[tuple[float, float]], budget: int) -> dict[str, float]
 def simulated(study, budget: int, job_seconds: float):
     from attnsweep.pipelines.sweep import estimate
 
-    rows = estimate.plan(study)
+    rows = estimate.phase_work(study)
     return estimate.simulate(study, rows, dict.fromkeys(study.variant_ids, job_seconds), budget)
 
 

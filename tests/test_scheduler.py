@@ -47,7 +47,7 @@ def test_gate_admits_baselines_then_repeats_closest_to_a_comparison_then_searche
 
 def test_simulated_schedule_starts_every_variant_at_once_and_meets_the_lower_bound():
     study = load_study(REPO / "studies" / "seed002_isic.yaml")
-    rows = estimate.plan(study)
+    rows = estimate.phase_work(study)
     jobs = dict.fromkeys(study.variant_ids, 100.0)
     n_jobs = sum(p.trainings for p in rows)
     sched = estimate.simulate(study, rows, jobs, 32)
@@ -186,7 +186,7 @@ def test_the_per_job_estimate_is_calibrated_on_measured_trainings(tmp_path, monk
     study = load_study(path)  # 2 jobs at once on 2 cores: 1 core each, as measured
     measured = estimate.measured_trainings(estimate.calibration_folders(study))
     assert len(measured) == 2
-    rows = {(p.variant, p.phase): p for p in estimate.plan(study)}
+    rows = {(p.variant, p.phase): p for p in estimate.phase_work(study)}
     n_train = estimate.training_images(study)
     assert n_train == round(400 * (1 - 0.15 - 0.2))
     job = estimate.job_estimate(study, rows[("resnet18", "repeat")], n_train, measured)

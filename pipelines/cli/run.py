@@ -26,7 +26,7 @@ def run(
     from pydantic import ValidationError
 
     from attnsweep.pipelines.config.study import StudyError, load_study
-    from attnsweep.pipelines.config.trial_config import one_line
+    from attnsweep.pipelines.config.errors import one_line
 
     try:
         study = load_study(study_file)
@@ -96,7 +96,7 @@ def print_plan(study) -> None:
 
     from attnsweep.pipelines.sweep import estimate
 
-    rows = estimate.plan(study)
+    rows = estimate.phase_work(study)
     n_train = estimate.training_images(study)
     folders = estimate.calibration_folders(study)
     measured = estimate.measured_trainings(folders)

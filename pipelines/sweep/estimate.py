@@ -1,5 +1,5 @@
-"""The plan of a study and its simulated schedule (`attnsweep run --dry-run`), without data,
-downloads or training.
+"""The work of a study per variant and phase (its plan, `plan.py`, counted) and its simulated
+schedule (`attnsweep run --dry-run`), without data, downloads or training.
 
 Per-job time. Calibrated from what the project measured: finished trainings of the same model at
 the same image size and executor, found in study folders (this study's own, its sibling folders
@@ -43,7 +43,7 @@ CHECKPOINT_BYTES_PER_S = 150e6
 
 
 @dataclass(frozen=True)
-class PhasePlan:
+class PhaseWork:
     variant: str
     model: str
     phase: str
@@ -103,16 +103,16 @@ def _num_classes(study: Study) -> int:
     return 3
 
 
-def plan(study: Study) -> list[PhasePlan]:
+def phase_work(study: Study) -> list[PhaseWork]:
     rows = []
     n_classes = _num_classes(study)
     for vid in study.variant_ids:
         v = study.variant(vid)
         g = forward_gflops(v.model, study.image_size, n_classes)
         if study.splits.search_splits:
-            rows.append(PhasePlan(vid, v.model, "search", v.search.n_configs(), study.splits.search_splits,
+            rows.append(PhaseWork(vid, v.model, "search", v.search.n_configs(), study.splits.search_splits,
                                   v.train.epochs, g))
-        rows.append(PhasePlan(vid, v.model, "repeat", 1, study.splits.repeat_splits, v.train.epochs, g))
+        rows.append(PhaseWork(vid, v.model, "repeat", 1, study.splits.repeat_splits, v.train.epochs, g))
     return rows
 
 
@@ -232,7 +232,7 @@ def calibration_folders(study: Study) -> list[Path]:
     return [p for p in dict.fromkeys(folders) if (p / "trials").is_dir()]
 
 
-def job_estimate(study: Study, p: PhasePlan, n_train: int, measured: list[Measured]) -> JobEstimate:
+def job_estimate(study: Study, p: PhaseWork, n_train: int, measured: list[Measured]) -> JobEstimate:
     v = study.variant(p.variant)
     ex = v.executor
     checkpoint_s_meas = lambda m: m.checkpoint_bytes / CHECKPOINT_BYTES_PER_S  # noqa: E731
@@ -270,7 +270,7 @@ def job_estimate(study: Study, p: PhasePlan, n_train: int, measured: list[Measur
 
 # ---- the schedule ------------------------------------------------------------------------------
 
-def simulate(study: Study, rows: list[PhasePlan], job_seconds: dict[str, float], budget: int) -> Schedule:
+def simulate(study: Study, rows: list[PhaseWork], job_seconds: dict[str, float], budget: int) -> Schedule:
     """Event simulation of the study's trials under a budget of `budget` jobs (see the module doc)."""
     from attnsweep.pipelines.sweep.budget import Gate
     from attnsweep.pipelines.sweep.scheduler import start_order

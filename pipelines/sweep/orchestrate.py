@@ -18,9 +18,10 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
+from attnsweep.data.atomic import write_text
 from attnsweep.pipelines.trial import executors
 from attnsweep.pipelines.config.study import LogRange, Study
-from attnsweep.pipelines.sweep.tune_trainable import final_result
+from attnsweep.pipelines.trial.folder import JOBS, TrialFolder
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +43,15 @@ def write_study_file(study: Study, out: Path) -> Path:
     from attnsweep.models import parse_name
 
     path = out / "study.yaml"
-    tmp = path.with_name(f".study.yaml.{os.getpid()}.tmp")
     data = study.model_dump(mode="json")
     # the report's default is the backbone's name: only the other baselines need saying
     data["stats"]["baselines"] = {v: base for v, base in study.baselines().items()
                                   if base != parse_name(study.variant(v).model)[0]}
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    os.replace(tmp, path)
+    write_text(path, yaml.safe_dump(data, sort_keys=False))
     return path
 
 
-def tune_plan(study: Study) -> dict[tuple[str, str], int]:
+def tune_trial_counts(study: Study) -> dict[tuple[str, str], int]:
     """(variant, phase) -> Tune trials: configurations in the search, splits in the repeat."""
     plan = {}
     for v in study.variant_ids:
@@ -106,9 +105,9 @@ def sigterm_as_interrupt() -> Iterator[None]:
 def cancel_owned_jobs(out: Path, study: Study) -> list[str]:
     """Cancel every job of this study's unfinished trials that is still queued or running -> their ids."""
     cancelled = []
-    for jobs_file in (out / "trials").glob("*/*/*/jobs.json"):
+    for jobs_file in (out / "trials").glob(f"*/*/*/{JOBS}"):
         trial_dir = jobs_file.parent
-        if final_result(trial_dir) is None:
+        if TrialFolder(trial_dir).final_result() is None:
             variant = trial_dir.parent.name  # trials/<phase>/<variant>/<trial_id>
             executor = study.variant(variant).executor if variant in study.variant_ids else study.executor
             job = executors.attach(trial_dir, executor)  # a local job is stopped by attach itself
@@ -125,7 +124,8 @@ def preflight(study: Study, out: Path, data_dir: Path, n_train: int) -> None:
     from pydantic import ValidationError
 
     from attnsweep.pipelines.sweep.plan import make_trial
-    from attnsweep.pipelines.config.trial_config import TrialConfigError, one_line
+    from attnsweep.pipelines.config.errors import one_line
+    from attnsweep.pipelines.config.trial_config import TrialConfigError
 
     for variant in study.variant_ids:
         v = study.variant(variant)
@@ -173,7 +173,7 @@ def run_study(study: Study, resume: bool = False, console: Console | None = None
     # cancelled after Ray is down, so no trainable (a retried trial) can submit one after the sweep.
     try:
         with ray_runtime(study, out), sigterm_as_interrupt():
-            with Progress(study.name, tune_plan(study), console) as progress:
+            with Progress(study.name, tune_trial_counts(study), console) as progress:
                 run_variants(study, out, data_dir, recorder, progress, poll_s)
     finally:
         cancelled = cancel_owned_jobs(out, study)
