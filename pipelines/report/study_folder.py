@@ -47,8 +47,10 @@ class StudyFolder:
 
 
 def _study_variants(study: dict) -> list[str]:
-    items = study.get("variants")  # the study schema's list, in table order
-    return [str(i) for i in items] if isinstance(items, list) else []
+    items = study.get("variants")  # the study schema's list, in table order: names or {id, model, ...}
+    if not isinstance(items, list):
+        return []
+    return [str(i.get("id") or i.get("model")) if isinstance(i, dict) else str(i) for i in items]
 
 
 def _read_parquet_dir(folder: Path, schema: pa.Schema, required: bool) -> pd.DataFrame:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +30,8 @@ class MlflowStore:
         from mlflow import MlflowClient
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its database set-up chatter
-        self.client = MlflowClient(tracking_uri)
+        # The Tuners of all variants record from their own driver threads: one call at a time.
+        self.client = _Serialised(MlflowClient(tracking_uri))
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             # A local store keeps artifacts beside the study; a server decides for itself.
@@ -162,6 +164,24 @@ class MlflowStore:
                                        f"confusion_matrix_{eval_set.replace(':', '_')}.png")
         self.client.set_terminated(run_id, RUN_STATUS[result["status"]])
         self._children[ref.trial_id] = (run_id, RUN_STATUS[result["status"]])
+
+
+class _Serialised:
+    """Calls the wrapped object's methods one at a time (a lock shared by every thread)."""
+
+    def __init__(self, target: Any) -> None:
+        self._target, self._lock = target, threading.RLock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if not callable(attr):
+            return attr
+
+        def locked(*args, **kwargs):
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return locked
 
 
 def _params(values: dict[str, Any]):

@@ -1,6 +1,6 @@
 """`attnsweep run`: the driver of a study. Prepares the data once, starts a private Ray runtime,
-runs the search and repeat phases of every variant (`phases`), records every trial (`tracking`),
-and builds the report. It owns the jobs it submits: on a normal exit, SIGINT or SIGTERM it cancels
+runs the search and repeat phases of every variant at once (`scheduler`), records every trial
+(`tracking`), and builds the report. It owns the jobs it submits: on a normal exit, SIGINT or SIGTERM it cancels
 those still queued or running (SIGKILL leaves them, and `--resume` re-attaches to them)."""
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ from attnsweep.pipelines.trial import executors
 from attnsweep.pipelines.config.compare import check_resume
 from attnsweep.pipelines.sweep.failed_trials import check_complete, retry_infrastructure_failures
 from attnsweep.pipelines.sweep.lock import describe, study_lock
-from attnsweep.pipelines.sweep.plan import phase_splits
 from attnsweep.pipelines.config.study import LogRange, Study
 from attnsweep.pipelines.trial.folder import JOBS, TrialFolder
 
@@ -44,26 +43,34 @@ class StudyOutputs:
 
 
 def write_study_file(study: Study, out: Path) -> Path:
-    """`<out>/study.yaml`: the validated study as it ran (read by the report), temp + rename."""
+    """`<out>/study.yaml`: the validated study as it ran (read by the report), temp + rename. Its
+    `stats.baselines` holds every baseline the report cannot infer from the rows' backbone."""
+    from attnsweep.models import parse_name
+
     path = out / "study.yaml"
-    write_text(path, yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
+    data = study.model_dump(mode="json")
+    # the report's default is the backbone's name: only the other baselines need saying
+    data["stats"]["baselines"] = {v: base for v, base in study.baselines().items()
+                                  if base != parse_name(study.variant(v).model)[0]}
+    write_text(path, yaml.safe_dump(data, sort_keys=False))
     return path
 
 
 def tune_trial_counts(study: Study) -> dict[tuple[str, str], int]:
     """(variant, phase) -> Tune trials: configurations in the search, splits in the repeat."""
     plan = {}
-    for v in study.variants:
+    for v in study.variant_ids:
         if study.splits.search_splits:
-            plan[(v, "search")] = study.search.n_configs()
+            plan[(v, "search")] = study.variant(v).search.n_configs()
         plan[(v, "repeat")] = study.splits.repeat_splits
     return plan
 
 
 @contextlib.contextmanager
 def ray_runtime(study: Study, out: Path) -> Iterator[None]:
-    """A private Ray runtime: explicit CPUs (one slot per concurrent trial), no dashboard, a short
-    temp dir of its own (Unix socket paths are limited to 107 bytes), Ray's console output off."""
+    """A private Ray runtime: no dashboard, a short temp dir of its own (Unix socket paths are
+    limited to 107 bytes), Ray's console output off. Its CPUs are nominal: a trainable takes 0.01,
+    the study's job budget is `budget.Gate`."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard copies
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C reaches the driver, which cancels its jobs
@@ -71,6 +78,9 @@ def ray_runtime(study: Study, out: Path) -> Iterator[None]:
     # Ray renices its workers by +15; the trainables start the local training jobs, which would
     # inherit it and yield the CPU to everything else on the machine. 0: the driver's niceness.
     os.environ.setdefault("RAY_worker_niceness", "0")
+    # The trainables only follow their jobs (a few MB); Ray's OOM killer would kill them for memory
+    # that the jobs or other programs use, and Tune ends the study on an actor killed that way.
+    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
     import ray
 
     key = hashlib.sha1(str(out).encode()).hexdigest()[:8]
@@ -104,12 +114,17 @@ def as_interrupt(*signums: int) -> Iterator[None]:
             signal.signal(s, h)
 
 
-def cancel_owned_jobs(out: Path, executor) -> list[str]:
+def cancel_owned_jobs(out: Path, study: Study) -> list[str]:
     """Stop every job of this study's unfinished trials that is still queued or running, all at
-    once -> their ids."""
-    unfinished = [jobs.parent for jobs in (out / "trials").glob(f"*/*/*/{JOBS}")
-                  if TrialFolder(jobs.parent).final_result() is None]
-    return executors.stop_jobs(unfinished, executor)
+    once -> their ids. A variant's trials are stopped through its own executor."""
+    by_kind: dict[str, tuple] = {}
+    for jobs in (out / "trials").glob(f"*/*/*/{JOBS}"):
+        trial_dir = jobs.parent
+        if TrialFolder(trial_dir).final_result() is None:
+            variant = trial_dir.parent.name  # trials/<phase>/<variant>/<trial_id>
+            executor = study.variant(variant).executor if variant in study.variant_ids else study.executor
+            by_kind.setdefault(executor.kind, (executor, []))[1].append(trial_dir)
+    return [job for executor, dirs in by_kind.values() for job in executors.stop_jobs(dirs, executor)]
 
 
 def preflight(study: Study, out: Path, data_dir: Path, n_train: int) -> None:
@@ -122,18 +137,20 @@ def preflight(study: Study, out: Path, data_dir: Path, n_train: int) -> None:
     from attnsweep.pipelines.config.errors import one_line
     from attnsweep.pipelines.config.trial_config import TrialConfigError
 
-    s = study.search
-    lr = s.lr.low if isinstance(s.lr, LogRange) else s.lr[0]
-    wd = s.weight_decay.low if isinstance(s.weight_decay, LogRange) else s.weight_decay[0]
-    for variant in study.variants:
+    for variant in study.variant_ids:
+        v = study.variant(variant)
+        lr = v.search.lr.low if isinstance(v.search.lr, LogRange) else v.search.lr[0]
+        wd = v.search.weight_decay.low if isinstance(v.search.weight_decay, LogRange) else v.search.weight_decay[0]
         try:
             trial = make_trial(study, out, "repeat", variant, "repeat-0", lr, wd, data_dir)
         except ValidationError as err:
             raise TrialConfigError(one_line(err, f"study {study.name}, {variant}")) from None
-        executors.validate(trial.cfg, study.executor)
-    if study.train.batch_size > n_train:
-        raise TrialConfigError(f"train.batch_size: {study.train.batch_size} is larger than the training set "
-                               f"of a split ({n_train} images)")
+        executors.validate(trial.cfg, v.executor)
+        if v.train.batch_size > n_train:
+            field = "train.batch_size" if v.train.batch_size == study.train.batch_size else \
+                f"variants.{variant}.train.batch_size"
+            raise TrialConfigError(f"{field}: {v.train.batch_size} is larger than the training set of a split "
+                                   f"({n_train} images)")
 
 
 def check_output_folder(out: Path, resume: bool) -> None:
@@ -160,8 +177,8 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
                        allow_failed: bool) -> StudyOutputs:
     from attnsweep.data import load_split, prepare
     from attnsweep.pipelines.store.mlflow_store import MlflowStore, default_tracking_uri
-    from attnsweep.pipelines.sweep.phases import run_repeat, run_search
     from attnsweep.pipelines.sweep.progress import Progress
+    from attnsweep.pipelines.sweep.scheduler import run_variants
     from attnsweep.pipelines.sweep.tracking import Recorder
 
     check_output_folder(out, resume)
@@ -184,22 +201,18 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
         if retried:
             console.print(f"retrying {len(retried)} trial(s) that failed for infrastructure reasons: {', '.join(retried)}")
 
-    # Ray installs its own SIGTERM handler in ray.init: ours goes on top of it, inside.
-    with ray_runtime(study, out), as_interrupt(signal.SIGTERM):
-        try:
+    # Ray installs its own SIGTERM handler in ray.init: ours goes on top of it, inside. The jobs are
+    # cancelled after Ray is down, so no trainable (a retried trial) can submit one after the sweep.
+    try:
+        with ray_runtime(study, out), as_interrupt(signal.SIGTERM):
             with Progress(study.name, tune_trial_counts(study), console) as progress:
-                for variant in study.variants:
-                    if phase_splits(study, "search"):
-                        best = run_search(study, out, variant, data_dir, recorder, progress, poll_s)
-                    else:
-                        best = study.search.fixed()
-                    run_repeat(study, out, variant, data_dir, recorder, progress, best, poll_s)
-        finally:
-            t0 = time.monotonic()
-            cancelled = cancel_owned_jobs(out, study.executor)
-            if cancelled:
-                console.print(f"cancelled {len(cancelled)} job(s) of unfinished trials in {time.monotonic() - t0:.1f} s: "
-                              f"{', '.join(cancelled)}")
+                run_variants(study, out, data_dir, recorder, progress, poll_s)
+    finally:
+        t0 = time.monotonic()
+        cancelled = cancel_owned_jobs(out, study)
+        if cancelled:
+            console.print(f"cancelled {len(cancelled)} job(s) of unfinished trials in {time.monotonic() - t0:.1f} s: "
+                          f"{', '.join(cancelled)}")
 
     report_path = None
     if report:

@@ -4,6 +4,7 @@ Without a terminal (a SLURM log) each ended trial is also printed as one line.""
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ class Progress:
         self.rows = {key: Row(total) for key, total in tune_trial_counts.items()}
         self.console = console or Console()
         self.t0 = time.monotonic()
+        self._lock = threading.RLock()  # every variant's Tuner reports from its own driver thread
         self._live = Live(self._table(), console=self.console, refresh_per_second=2, transient=False,
                           auto_refresh=self.console.is_terminal)
 
@@ -52,6 +54,10 @@ class Progress:
 
     def already_done(self, variant: str, phase: str, n: int, best: float | None) -> None:
         """Trials recorded by an earlier driver of a resumed study."""
+        with self._lock:
+            self._already_done(variant, phase, n, best)
+
+    def _already_done(self, variant: str, phase: str, n: int, best: float | None) -> None:
         row = self._row(variant, phase)
         row.done += n
         if best is not None and best > row.best:
@@ -59,13 +65,18 @@ class Progress:
         self._refresh()
 
     def started(self, variant: str, phase: str) -> None:
-        self._row(variant, phase).running += 1
-        self._refresh()
+        with self._lock:
+            self._row(variant, phase).running += 1
+            self._refresh()
 
     def result(self, variant: str, phase: str, score: float | None) -> None:
         self._refresh()
 
     def ended(self, variant: str, phase: str, status: str, score: float | None) -> None:
+        with self._lock:
+            self._ended(variant, phase, status, score)
+
+    def _ended(self, variant: str, phase: str, status: str, score: float | None) -> None:
         row = self._row(variant, phase)
         row.running = max(0, row.running - 1)
         if status == "failed":
@@ -85,7 +96,8 @@ class Progress:
         self._refresh()
 
     def _refresh(self) -> None:
-        self._live.update(self._table(), refresh=self.console.is_terminal)
+        with self._lock:
+            self._live.update(self._table(), refresh=self.console.is_terminal)
 
     def _table(self) -> Table:
         table = Table(title=f"{self.title} ({_clock(time.monotonic() - self.t0)})")

@@ -30,7 +30,7 @@ def close(recorder: Recorder, trial: Trial, status: str, error: str | None = Non
     (the trainable does too, but an actor may die before it can) and record it as `status`."""
     if recorder.is_recorded(trial) or finish(recorder, trial):
         return
-    job = executors.attach(trial.ref.dir, recorder.study.executor)  # a local job is stopped by attach
+    job = executors.attach(trial.ref.dir, recorder.study.variant(trial.ref.variant).executor)  # a local job is stopped by attach
     if job is not None:
         job.cancel(check=False)
     recorder.record_unfinished(trial, status, error)
