@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from attnsweep.data import DatasetSpec, SplitSpec
 from attnsweep.pipelines.trial.executors import ExecutorSpec
+from attnsweep.pipelines.report.features import FeatureSettings
 from attnsweep.pipelines.report.stats import StatsSettings
 from attnsweep.pipelines.config.trial_config import TrialConfig, one_line
 
@@ -125,6 +126,7 @@ class Study(BaseModel):
     out_dir: Path | None = Field(None, description="default: runs/<name>")
     stats: StatsSettings = Field(default_factory=StatsSettings)
     estimate: EstimateSettings = Field(default_factory=EstimateSettings)
+    features: FeatureSettings | None = Field(None, description="feature usage (Table 3) after the repeats")
 
     @field_validator("name")
     @classmethod
@@ -162,6 +164,13 @@ class Study(BaseModel):
         for variant, base in self.stats.baselines.items():
             if variant not in self.variants or base not in self.variants:
                 raise ValueError(f"stats.baselines: {variant} -> {base} names a variant the study does not list")
+        return self
+
+    @model_validator(mode="after")
+    def _features_eval_set(self) -> Study:
+        sets = ["val", "test", *(f"ood:{k}" for k in self.ood)]
+        if self.features and self.features.eval_set not in sets:
+            raise ValueError(f"features.eval_set: {self.features.eval_set!r} is not one of {sets}")
         return self
 
     @property

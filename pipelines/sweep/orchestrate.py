@@ -170,6 +170,12 @@ def run_study(study: Study, resume: bool = False, console: Console | None = None
             if cancelled:
                 console.print(f"cancelled the jobs of unfinished trials: {', '.join(cancelled)}")
 
+    if study.features:  # before the report, so that it shows Table 3
+        from attnsweep.pipelines.report.features import analyse_study, log_features_to_mlflow
+
+        analyse_study(out, study.features, log=console.print)
+        log_features_to_mlflow(out, tracking_uri, recorder.store.study_run())
+
     report_path = None
     if report:
         from attnsweep.pipelines.report.build import build_report, log_report_to_mlflow
