@@ -110,3 +110,18 @@ def ci_test(test: str, x: np.ndarray, y: np.ndarray, z: np.ndarray, seed: int = 
     """H0: x independent of y given z. Arrays are (n, d), float; no constant column (the
     libraries z-score each column)."""
     return _RUN[test](np.asarray(x, np.float64), np.asarray(y, np.float64), np.asarray(z, np.float64), seed)
+
+
+def synthetic_predictions(n: int, seed: int, dependence: float = 0.0, label_tied: bool = True,
+                          classes: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A ground-truth case for validating the analysis (tests, bench/feature_usage.py): labels y,
+    a feature f and softmax predictions. f follows the label (as age or skin tone follow the
+    diagnosis) when `label_tied`; the prediction follows the label, and f with weight `dependence`
+    beyond it. So H0 "f independent of the prediction given y" holds exactly when dependence is 0."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    f = rng.normal(size=n) + (1.5 * y if label_tied else 0)
+    logits = 2 * np.eye(classes)[y] + rng.normal(size=(n, classes))
+    logits[:, 0] += dependence * (f - f.mean())
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return f, probs, y
