@@ -50,7 +50,7 @@ HAM = next((p / "shared" / "data" / "ham10000" for p in Path(__file__).resolve()
 
 def ham_subset(dest: Path, per_class: int, seed: int = 0) -> Path:
     """A HAM10000 root with up to `per_class` images of each diagnosis, drawn at random,
-    plus `per_class // 2` images whose age, sex or site is missing (the real metadata's gaps: 57 ages, 57 sexes `unknown`, 234 sites `unknown`); images are copied (the
+    plus `per_class` images whose age, sex or site is missing (the real metadata's gaps: 57 ages, 57 sexes `unknown`, 234 sites `unknown`); images are copied (the
     data layer refuses a link out of the dataset root)."""
     import shutil
 
@@ -59,7 +59,7 @@ def ham_subset(dest: Path, per_class: int, seed: int = 0) -> Path:
     meta = pd.read_csv(HAM / "HAM10000_metadata.csv")
     gaps = meta["age"].isna() | meta["sex"].eq("unknown") | meta["localization"].eq("unknown")
     picked = meta[~gaps].sample(frac=1, random_state=seed).groupby("dx").head(per_class)
-    with_gaps = meta[gaps].sample(min(int(gaps.sum()), per_class // 2), random_state=seed)
+    with_gaps = meta[gaps].sample(min(int(gaps.sum()), per_class), random_state=seed)
     subset = pd.concat([picked, with_gaps]).sort_index()
     (dest / "images").mkdir(parents=True)
     for image_id in subset["image_id"]:
