@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ALL_TESTS = ("kci", "rcot", "cmiknn")
+from attnsweep.pipelines.config.feature_settings import ALL_TESTS
 
 # Pinned hyper-parameters, passed to the library as they stand and stored with every result row.
 PARAMS: dict[str, dict] = {

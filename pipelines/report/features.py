@@ -12,46 +12,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from attnsweep.pipelines.report.ci_tests import ALL_TESTS, PARAMS, ci_test, library_version, unavailable
+from attnsweep.pipelines.config.feature_settings import FeatureSettings
+from attnsweep.pipelines.report.ci_tests import PARAMS, ci_test, library_version, unavailable
+from attnsweep.pipelines.trial.folder import TrialFolder
 
 FEATURES_DIR = "features"
 USAGE_FILE = "usage.parquet"
 TABLE_FILE = "table3.csv"
 MISSING = {"", "unknown", "nan", "none"}  # besides null: HAM10000 writes `unknown` for sex and site
 BATCH = 64
-
-
-class FeatureSettings(BaseModel):
-    """The `features:` section of a study file."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    columns: list[str] = Field(min_length=1, description="metadata columns (records of the prepared data)")
-    eval_set: str = Field("test", description="test | val | ood:<name>")
-    models: Literal["best", "all"] = Field(
-        "best", description="best: the repeat split with the best validation metric per variant (paper 002); "
-                            "all: every repeat split (a usage rate)")
-    tests: list[Literal["kci", "rcot", "cmiknn"]] = Field(default_factory=lambda: list(ALL_TESTS), min_length=1)
-    alpha: float = Field(0.01, gt=0, lt=1)
-    max_samples: int | None = Field(1000, ge=20, description="a fixed-seed random subset above this (KCI is O(n^3))")
-    prediction: Literal["softmax", "class"] = Field("softmax", description="Y_hat: softmax vector or predicted class")
-    categorical: Literal["one_hot", "ordinal"] = Field(
-        "one_hot", description="text columns: one-hot, or codes in category order (ordered pandas categoricals) "
-                               "or sorted order")
-    seed: int = 0
-
-    @field_validator("columns", "tests")
-    @classmethod
-    def _distinct(cls, v: list[str]) -> list[str]:
-        dup = sorted({c for c in v if v.count(c) > 1})
-        if dup:
-            raise ValueError(f"listed twice: {dup}")
-        return v
 
 
 @dataclass(frozen=True)
@@ -156,9 +128,9 @@ def select_trials(out: Path, results: pd.DataFrame, metric: str, models: str) ->
     val = r[r["eval_set"] == "val"].set_index("trial_id")[metric]
     trials = []
     for row in r.drop_duplicates("trial_id").itertuples():
-        d = out / "trials" / "repeat" / row.variant / row.trial_id
-        if (d / "best.pt").exists() and (d / "config.json").exists():
-            trials.append((row.variant, row.split, row.trial_id, d, float(val.get(row.trial_id, np.nan))))
+        d = TrialFolder(out / "trials" / "repeat" / row.variant / row.trial_id)
+        if d.best_file.exists() and d.config_file.exists():
+            trials.append((row.variant, row.split, row.trial_id, d.path, float(val.get(row.trial_id, np.nan))))
     if models == "best":
         best: dict[str, tuple] = {}
         for t in sorted(trials, key=lambda t: (-np.nan_to_num(t[4], nan=-np.inf), _split_index(t[1]))):
@@ -178,8 +150,9 @@ def predict(out: Path, trial: Path, eval_set: str) -> tuple[np.ndarray, np.ndarr
     from attnsweep.pipelines.report.study_folder import StudyFolderError
     from attnsweep.pipelines.trial.checkpoint import load as load_weights
 
-    cfg = json.loads((trial / "config.json").read_text())
-    data_dir = Path(cfg["data_dir"]) if cfg.get("data_dir") else trial / "data"
+    folder = TrialFolder(trial)
+    cfg = folder.config()
+    data_dir = Path(cfg["data_dir"]) if cfg.get("data_dir") else folder.data_dir
     if not data_dir.exists():  # the study folder moved: its prepared data sits beside the trials
         data_dir = out / "data"
     split = load_split(data_dir, cfg["split"])
@@ -189,7 +162,7 @@ def predict(out: Path, trial: Path, eval_set: str) -> tuple[np.ndarray, np.ndarr
     images = split.sets[eval_set]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = create(cfg["model"], num_classes=len(split.class_names), image_size=cfg["image_size"])
-    model.load_state_dict(load_weights(trial / "best.pt"))
+    model.load_state_dict(load_weights(folder.best_file))
     model.to(device).eval()
     ds = make_dataset(images, "none", split.mean, split.std, train=False, seed=0)
     probs = []
