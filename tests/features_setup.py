@@ -4,7 +4,6 @@ layer prepares the dataset, the real trainer trains each variant on the repeat s
 store opens the study's run (as `attnsweep run` does)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import yaml
@@ -14,7 +13,7 @@ from attnsweep.models import parse_name
 from attnsweep.pipelines.config.trial_config import TrialConfig
 from attnsweep.pipelines.store.mlflow_store import MlflowStore, default_tracking_uri
 from attnsweep.pipelines.store.parquet_store import write_trial
-from attnsweep.pipelines.store.result_rows import TrialRef, epoch_rows, read_epochs, result_rows
+from attnsweep.pipelines.store.result_rows import TrialRef, epoch_rows, result_rows
 from attnsweep.pipelines.trial.trainer import train
 
 
@@ -35,9 +34,9 @@ def trained_study(out: Path, spec: DatasetSpec, variants: list[str], features: d
             result = train(cfg, folder)
             ref = TrialRef(name, "repeat", variant, backbone, tuple(attention), spec.format, split,
                            trial_id, cfg.hash(), folder)
-            config = json.loads((folder / "config.json").read_text())
+            config = ref.folder.config()
             write_trial(out, trial_id, result_rows(ref, config, result, ["val", "test"], None, "test"),
-                        epoch_rows(ref, config, read_epochs(folder)))
+                        epoch_rows(ref, config, ref.folder.epochs()))
     (out / "study.yaml").write_text(yaml.safe_dump({"name": name, "variants": variants, "features": features}))
     MlflowStore(default_tracking_uri(out), name, out).study_run()
     return out

@@ -23,7 +23,7 @@ COLUMNS = ["skin_tone", "patch", "sex", "age"]
 
 def attnsweep(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "attnsweep.pipelines.cli", *args], capture_output=True,
-                          text=True, timeout=900)
+                          text=True, timeout=3000)
 
 
 @pytest.fixture(scope="module")
