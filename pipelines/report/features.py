@@ -270,6 +270,8 @@ def settings_from_study(out: Path | str, overrides: dict) -> FeatureSettings:
 
     from attnsweep.pipelines.report.study_folder import StudyFolderError
 
+    if not Path(out).is_dir():
+        raise StudyFolderError(f"{out}: no such study folder")
     path = Path(out) / "study.yaml"
     study = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
     section = study.get("features") or {}
