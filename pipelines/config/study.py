@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from attnsweep.data import DatasetSpec, SplitSpec
 from attnsweep.pipelines.config.executor import ExecutorSpec
+from attnsweep.pipelines.config.feature_settings import FeatureSettings
 from attnsweep.pipelines.config.stats_settings import StatsSettings
 from attnsweep.pipelines.config.errors import one_line
 from attnsweep.pipelines.config.trial_config import TrialConfig
@@ -176,6 +177,7 @@ class Study(BaseModel):
     stats: StatsSettings = Field(default_factory=StatsSettings)
     estimate: EstimateSettings = Field(default_factory=EstimateSettings)
     _resolved: dict[str, Variant] = PrivateAttr(default_factory=dict)  # id -> merged settings (derived)
+    features: FeatureSettings | None = Field(None, description="feature usage (Table 3) after the repeats")
 
     @field_validator("name")
     @classmethod
@@ -283,6 +285,13 @@ class Study(BaseModel):
     def baselines(self) -> dict[str, str]:
         """variant id -> the variant id it is compared with (written to the study copy for the report)."""
         return {vid: v.baseline for vid, v in self._resolved.items()}
+
+    @model_validator(mode="after")
+    def _features_eval_set(self) -> Study:
+        sets = ["val", "test", *(f"ood:{k}" for k in self.ood)]
+        if self.features and self.features.eval_set not in sets:
+            raise ValueError(f"features.eval_set: {self.features.eval_set!r} is not one of {sets}")
+        return self
 
     @property
     def dataset_label(self) -> str:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from attnsweep.data.atomic import remove_stale_folders
 from attnsweep.pipelines.report import plots as report_plots
+from attnsweep.pipelines.report.features import report_context as feature_report_context
 from attnsweep.pipelines.report.study_folder import StudyFolder, load
 from attnsweep.pipelines.report.tables import (
     baselines,
@@ -166,6 +167,7 @@ def render(folder: StudyFolder, tables: dict[str, pd.DataFrame], into: Path, exp
         "csv_names": list(tables),
         **_figures(folder, tables, into),
         **_explanations(folder, into, explain),
+        "feature_usage": feature_report_context(folder.out, order),
     }
     comp = _comparisons_display(tables["comparisons"])
     html_tables = {k: _html_table(tables[k]) for k in generic} | {

@@ -214,6 +214,12 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
             console.print(f"cancelled {len(cancelled)} job(s) of unfinished trials in {time.monotonic() - t0:.1f} s: "
                           f"{', '.join(cancelled)}")
 
+    if study.features:  # before the report, so that it shows Table 3
+        from attnsweep.pipelines.report.features import analyse_study, log_features_to_mlflow
+
+        analyse_study(out, study.features, log=console.print)
+        log_features_to_mlflow(out, tracking_uri, recorder.store.study_run())
+
     report_path = None
     if report:
         from attnsweep.pipelines.report.build import build_report, log_report_to_mlflow
