@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import yaml
 from pydantic import ValidationError
 
-from attnsweep.pipelines.store.results_schema import EPOCHS_SCHEMA, RESULTS_SCHEMA
+from attnsweep.pipelines.store.results_schema import ADDED_COLUMNS, EPOCHS_SCHEMA, RESULTS_SCHEMA
 from attnsweep.pipelines.report.stats import StatsSettings
 
 
@@ -63,6 +63,9 @@ def _read_parquet_dir(folder: Path, schema: pa.Schema, required: bool) -> pd.Dat
             t = pq.read_table(f)
         except (pa.ArrowInvalid, OSError) as e:
             raise StudyFolderError(f"{f}: not a readable Parquet file ({e})") from None
+        for name in ADDED_COLUMNS:  # written by an older version: null, not an error
+            if name in schema.names and name not in t.column_names:
+                t = t.append_column(name, pa.nulls(t.num_rows, schema.field(name).type))
         missing = [n for n in schema.names if n not in t.column_names]
         if missing:
             raise StudyFolderError(f"{f}: missing columns {missing}")

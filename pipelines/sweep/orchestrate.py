@@ -35,6 +35,7 @@ class StudyOutputs:
     out: Path
     tracking_uri: str
     report: Path | None
+    experiment_id: str | None = None
 
 
 def write_study_file(study: Study, out: Path) -> Path:
@@ -153,7 +154,8 @@ def run_study(study: Study, resume: bool = False, console: Console | None = None
     preflight(study, out, data_dir, min(len(load_split(data_dir, s).sets["train"]) for s in study.splits.names()))
     eval_sets = [name for name in first.sets if name != "train"]
     tracking_uri = study.tracking_uri or default_tracking_uri(out)
-    recorder = Recorder(study, out, MlflowStore(tracking_uri, study.name, out), eval_sets, first.class_names)
+    store = MlflowStore(tracking_uri, study.name, out, study.dataset_label, study.stats.metrics[0])
+    recorder = Recorder(study, out, store, eval_sets, first.class_names)
 
     # Ray installs its own SIGTERM handler in ray.init: ours goes on top of it, inside.
     with ray_runtime(study, out), sigterm_as_interrupt():
@@ -177,4 +179,4 @@ def run_study(study: Study, resume: bool = False, console: Console | None = None
         report_path = build_report(out)
         log_report_to_mlflow(out, tracking_uri, recorder.store.study_run())
         recorder.store.client.set_terminated(recorder.store.study_run(), "FINISHED")
-    return StudyOutputs(out, tracking_uri, report_path)
+    return StudyOutputs(out, tracking_uri, report_path, recorder.store.experiment_id)
