@@ -83,7 +83,8 @@ class SplitsTrainable(tune.Trainable):
         # Local jobs share this machine: every split of every concurrent Tune trial at once.
         jobs_at_once = len(self.trials) * self.study.max_concurrent
         for t in pending:
-            self.jobs[t.ref.trial_id] = executors.submit(t.cfg, t.ref.dir, self.executor, jobs_at_once)
+            name = executors.job_name(self.study.name, t.ref.variant, t.ref.phase, t.ref.split)
+            self.jobs[t.ref.trial_id] = executors.submit(t.cfg, t.ref.dir, self.executor, jobs_at_once, name)
 
     def step(self) -> dict:
         self.epoch += 1
