@@ -160,7 +160,7 @@ def run_study(study: Study, resume: bool = False, console: Console | None = None
     # Ray installs its own SIGTERM handler in ray.init: ours goes on top of it, inside.
     with ray_runtime(study, out), sigterm_as_interrupt():
         try:
-            with Progress(study.name, tune_plan(study), console) as progress:
+            with Progress(study.name, tune_plan(study), console, study.train.selection_metric) as progress:
                 for variant in study.variants:
                     if phase_splits(study, "search"):
                         best = run_search(study, out, variant, data_dir, recorder, progress, poll_s)
