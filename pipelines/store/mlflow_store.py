@@ -166,7 +166,7 @@ class MlflowStore:
         from mlflow.entities import RunTag
 
         finals = {
-            f"final_{eval_set.replace(':', '_')}_{k}": f"{float(m[k]):.6g}"
+            f"final_{eval_set.replace(':', '_')}_{k}": repr(float(m[k]))
             for eval_set, m in (result.get("metrics") or {}).items()
             for k in METRIC_KEYS
             if m.get(k) is not None
