@@ -42,8 +42,8 @@ def parent_summary(rows: pd.DataFrame) -> dict[str, float]:
             summary[metric_name(eval_set, metric, "mean")] = float(values.mean())
             if len(values) > 1:
                 summary[metric_name(eval_set, metric, "std")] = float(values.std(ddof=1))
-        summary[f"{eval_set.replace(':', '_')}_n"] = float(g["trial_id"].nunique())
-    runs = rows.drop_duplicates("trial_id")
+        summary[f"{eval_set.replace(':', '_')}_n"] = float(len(g.drop_duplicates(["trial_id", "split"])))
+    runs = rows.drop_duplicates(["trial_id", "split"])
     summary["runs_not_ok"] = float((runs["status"] != "ok").sum())
     return summary
 
