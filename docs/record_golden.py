@@ -15,7 +15,8 @@ import pandas as pd
 
 from attnsweep.pipelines.report.build import build_report, log_report_to_mlflow
 from attnsweep.pipelines.store.mlflow_store import MlflowStore, default_tracking_uri
-from attnsweep.pipelines.store.result_rows import METRIC_KEYS, TrialRef
+from attnsweep.pipelines.config.selection import METRICS
+from attnsweep.pipelines.store.result_rows import TrialRef
 
 GOLDEN = Path(__file__).resolve().parent.parent / "tests" / "golden" / "study"
 
@@ -32,7 +33,7 @@ def main(out: Path) -> None:
                        split=split, trial_id=trial_id, config_hash=first["config_hash"], dir=out / "none")
         config = {"model": variant, "lr": first["lr"], "weight_decay": first["weight_decay"], "seed": first["seed"]}
         run_id, _ = store.child_run(ref, config)
-        metrics = {r["eval_set"]: {k: r[k] for k in METRIC_KEYS if pd.notna(r[k])} for _, r in g.iterrows()}
+        metrics = {r["eval_set"]: {k: r[k] for k in METRICS if pd.notna(r[k])} for _, r in g.iterrows()}
         store.finish_child(ref, run_id, {"status": first["status"], "best_epoch": first["best_epoch"],
                                          "metrics": metrics}, None)
     for variant in rows["variant"].unique():

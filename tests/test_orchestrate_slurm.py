@@ -4,7 +4,6 @@ running and `--resume` re-attaches to them instead of submitting again. And the 
 `sbatch slurm/sweep.sbatch STUDY` runs the driver as a SLURM job that submits the trial jobs."""
 from __future__ import annotations
 
-import json
 import signal
 import time
 
@@ -20,6 +19,8 @@ from orchestrate_setup import (
     shrunk_study,
     trial_dirs,
 )
+
+from attnsweep.pipelines.trial.folder import TrialFolder
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 EVAL_SETS = 3  # val, test, ood:shifted
@@ -44,8 +45,8 @@ def _wait_for(condition, what: str, driver: Driver | None = None, timeout_s: flo
 def _running_trials(out, cluster):
     """Trial folders of the sound learning rate without a result whose last job is in the queue."""
     queued = _queued(cluster)
-    return [d for d in trial_dirs(out) if not (d / "result.json").exists() and jobs_of(d)
-            and jobs_of(d)[-1] in queued and json.loads((d / "config.json").read_text())["lr"] == 0.02]
+    return [d for d in trial_dirs(out) if not TrialFolder(d).result_file.exists() and jobs_of(d)
+            and jobs_of(d)[-1] in queued and TrialFolder(d).config()["lr"] == 0.02]
 
 
 def test_slurm_study_cancels_on_sigterm_and_reattaches_after_sigkill(slurm_cluster, tmp_path):
@@ -77,14 +78,14 @@ def test_slurm_study_cancels_on_sigterm_and_reattaches_after_sigkill(slurm_clust
     attached = {d: jobs_of(d) for d in running}
     queued = _queued(slurm_cluster)
     for d, ids in attached.items():  # SIGKILL cancels nothing: a job runs on or has finished by itself
-        assert ids[-1] in queued or (d / "result.json").exists(), d
+        assert ids[-1] in queued or TrialFolder(d).result_file.exists(), d
 
     # 3. --resume again: the running jobs are re-attached (no new submission) and the study ends.
     done = run_attnsweep(*args, "--resume", env=slurm_cluster.env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for d, ids in attached.items():
         assert jobs_of(d) == ids, d
-        assert (d / "result.json").exists()
+        assert TrialFolder(d).result_file.exists()
     dirs = trial_dirs(out)
     assert len(dirs) == expected_trainings(study)
     rows = pd.read_parquet(out / "results")

@@ -2,14 +2,14 @@
 test module) and a trial config small enough for a few seconds of CPU per epoch."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import pytest
 
 from attnsweep.data import DatasetSpec, SplitSpec, prepare
-from attnsweep.pipelines.trial.trainer import METRICS, TrialConfig
+from attnsweep.pipelines.config.trial_config import TrialConfig
+from attnsweep.pipelines.trial.folder import TrialFolder
 
 SYNTH = DatasetSpec(format="synthderm", options={"n": 240})
 SPLITS = SplitSpec(search_splits=1, repeat_splits=1)
@@ -30,8 +30,7 @@ def trial_config(data_dir: Path, **overrides) -> TrialConfig:
 
 
 def read_lines(trial_dir: Path) -> list[dict]:
-    path = trial_dir / METRICS
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return TrialFolder(trial_dir).epochs()
 
 
 def comparable(lines: list[dict]) -> list[dict]:

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from attnsweep.pipelines.config.selection import METRICS
 from attnsweep.pipelines.store import mlflow_summary, parquet_store
-from attnsweep.pipelines.store.result_rows import METRIC_KEYS, TrialRef
+from attnsweep.pipelines.store.result_rows import TrialRef
 
 # status of a trial -> the MLflow run status it ends with
 RUN_STATUS = {"ok": "FINISHED", "diverged": "FINISHED", "stopped": "KILLED", "failed": "FAILED"}
@@ -153,7 +154,7 @@ class MlflowStore:
         for e in new:
             values = {"train_loss": e.get("train_loss"), "lr": e.get("lr"), "epoch_seconds": e.get("seconds"),
                       "images_per_s": e.get("images_per_s")}
-            values.update({f"val_{k}": (e.get("val") or {}).get(k) for k in METRIC_KEYS})
+            values.update({f"val_{k}": (e.get("val") or {}).get(k) for k in METRICS})
             metrics += [Metric(k, float(v), now, e["epoch"]) for k, v in values.items() if v is not None]
         self.client.log_batch(run_id, metrics=metrics)
         self._last_step[run_id] = new[-1]["epoch"]
@@ -168,16 +169,16 @@ class MlflowStore:
         finals = {
             f"final_{eval_set.replace(':', '_')}_{k}": repr(float(m[k]))
             for eval_set, m in (result.get("metrics") or {}).items()
-            for k in METRIC_KEYS
+            for k in METRICS
             if m.get(k) is not None
         }
         if result.get("best_epoch") is not None:
             finals["best_epoch"] = str(result["best_epoch"])
         tags = [RunTag(TAG + "status", result["status"])] + [RunTag(k, v) for k, v in sorted(finals.items())]
         self.client.log_batch(run_id, tags=tags)
-        for name in ("config.json", "result.json"):
-            if (ref.dir / name).exists():
-                self.client.log_artifact(run_id, str(ref.dir / name))
+        for path in (ref.folder.config_file, ref.folder.result_file):
+            if path.exists():
+                self.client.log_artifact(run_id, str(path))
         for eval_set, m in (result.get("metrics") or {}).items():
             if m.get("confusion_matrix"):
                 self.client.log_figure(run_id, _confusion_figure(m["confusion_matrix"], class_names, eval_set),

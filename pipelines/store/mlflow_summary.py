@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from attnsweep.pipelines.store.result_rows import METRIC_KEYS
+from attnsweep.pipelines.config.selection import METRICS
 
 # MLflow 3.x UIs whose "workflow switch" is off read this experiment tag to pick the experiment
 # page (runs or GenAI traces). MLflow >= 3.5 ignores it: the page follows the `workflowType` URL
@@ -35,7 +35,7 @@ def parent_summary(rows: pd.DataFrame) -> dict[str, float]:
     summary: dict[str, float] = {}
     ok = rows[rows["status"] == "ok"]
     for eval_set, g in ok.groupby("eval_set"):
-        for metric in METRIC_KEYS:
+        for metric in METRICS:
             values = g[metric].dropna()
             if values.empty:
                 continue

@@ -29,12 +29,12 @@ class Row:
 
 
 class Progress:
-    def __init__(self, title: str, plan: dict[tuple[str, str], int], console: Console | None = None,
+    def __init__(self, title: str, tune_trial_counts: dict[tuple[str, str], int], console: Console | None = None,
                  metric: str = "balanced_accuracy", summary_every_s: float = 60.0):
-        """`plan`: (variant, phase) -> the number of Tune trials. `metric`: the validation metric
-        the scores are of (the study's selection metric)."""
+        """`tune_trial_counts`: (variant, phase) -> the number of Tune trials. `metric`: the
+        validation metric the scores are of (the study's selection metric)."""
         self.title, self.metric, self.summary_every_s = title, metric, summary_every_s
-        self.rows = {key: Row(total) for key, total in plan.items()}
+        self.rows = {key: Row(total) for key, total in tune_trial_counts.items()}
         self.console = console or Console()
         self.t0 = self._last_line = time.monotonic()
         self._lock = threading.RLock()  # callbacks and the summary thread print
