@@ -19,7 +19,7 @@ from mlflow_server import mlflow_server  # noqa: F401 (fixture: a real server, s
 from attnsweep.pipelines.store import parquet_store
 from attnsweep.pipelines.store.mlflow_store import MlflowStore
 from attnsweep.pipelines.store.mlflow_summary import dataset_digest, runs_url
-from attnsweep.pipelines.store.result_rows import TrialRef, epoch_rows, read_epochs, result_rows
+from attnsweep.pipelines.store.result_rows import TrialRef, epoch_rows, result_rows
 
 VARIANTS = ("resnet18", "resnet18+se", "resnet18+ga")
 EVAL_SETS = ["val", "test", "ood:shifted"]
@@ -57,10 +57,10 @@ def _record_study(uri: str, out: Path) -> MlflowStore:
                            attention=tuple(variant.split("+")[1:]), dataset="synthderm", split=f"repeat-{s}",
                            trial_id=trial_id, config_hash="c" * 16, dir=d)
             run_id, _ = store.child_run(ref, cfg)
-            store.log_epochs(run_id, read_epochs(d))
+            store.log_epochs(run_id, ref.folder.epochs())
             store.finish_child(ref, run_id, result, ["a", "b"])
             parquet_store.write_trial(out, trial_id, result_rows(ref, cfg, result, EVAL_SETS, run_id, "v"),
-                                      epoch_rows(ref, cfg, read_epochs(d)))
+                                      epoch_rows(ref, cfg, ref.folder.epochs()))
         store.finish_parent(variant, "repeat")
     return store
 
