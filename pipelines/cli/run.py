@@ -81,10 +81,13 @@ def run(
     console.print(f"  MLflow store:      {result.tracking_uri}")
     if result.report:
         console.print(f"  report:            {result.report / 'index.html'}  and  {result.report / 'report.md'}")
+    from attnsweep.pipelines.store.mlflow_summary import runs_url
+
     if result.tracking_uri.startswith("sqlite:"):
         console.print(f"  look at the runs:  mlflow ui --backend-store-uri {result.tracking_uri}")
+        console.print(f"                     then open {runs_url('http://127.0.0.1:5000', result.experiment_id)}")
     else:
-        console.print(f"  look at the runs:  open {result.tracking_uri} (experiment {study.name})")
+        console.print(f"  look at the runs:  {runs_url(result.tracking_uri, result.experiment_id)}")
 
 
 def export(

@@ -35,6 +35,11 @@ class StudyFolder:
         return str(self.study.get("name") or (names[0] if len(names) else self.out.name))
 
     @property
+    def selection_metric(self) -> str:
+        """The validation metric that chose each run's epoch (`train.selection_metric`)."""
+        return str((self.study.get("train") or {}).get("selection_metric") or "balanced_accuracy")
+
+    @property
     def variant_order(self) -> list[str]:
         """Table row order: the study's model list, then the model registry's order, then by name."""
         listed = _study_variants(self.study)

@@ -40,6 +40,7 @@ class StudyOutputs:
     out: Path
     tracking_uri: str
     report: Path | None
+    experiment_id: str | None = None
 
 
 def write_study_file(study: Study, out: Path) -> Path:
@@ -195,7 +196,8 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
     preflight(study, out, data_dir, min(len(load_split(data_dir, s).sets["train"]) for s in study.splits.names()))
     eval_sets = [name for name in first.sets if name != "train"]
     tracking_uri = study.tracking_uri or default_tracking_uri(out)
-    recorder = Recorder(study, out, MlflowStore(tracking_uri, study.name, out), eval_sets, first.class_names)
+    store = MlflowStore(tracking_uri, study.name, out, study.dataset_label, study.stats.metrics[0])
+    recorder = Recorder(study, out, store, eval_sets, first.class_names)
     if resume:
         retried = retry_infrastructure_failures(out, recorder.store)
         if retried:
@@ -205,7 +207,7 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
     # cancelled after Ray is down, so no trainable (a retried trial) can submit one after the sweep.
     try:
         with ray_runtime(study, out), as_interrupt(signal.SIGTERM):
-            with Progress(study.name, tune_trial_counts(study), console) as progress:
+            with Progress(study.name, tune_trial_counts(study), console, study.train.selection_metric) as progress:
                 run_variants(study, out, data_dir, recorder, progress, poll_s)
     finally:
         t0 = time.monotonic()
@@ -230,4 +232,4 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
     failed = check_complete(out, allow_failed)
     if len(failed):
         console.print(f"[yellow]{len(failed)} trial(s) failed, accepted with --allow-failed (see the report)[/]")
-    return StudyOutputs(out, tracking_uri, report_path)
+    return StudyOutputs(out, tracking_uri, report_path, recorder.store.experiment_id)

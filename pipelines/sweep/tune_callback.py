@@ -65,7 +65,9 @@ class TrackerCallback(tune.Callback):
         for t in self.trials_of(trial):
             self.recorder.log_progress(t)
         if self.progress:
-            self.progress.result(self.variant, self.phase, result.get("score"))
+            c = trial.config
+            label = " ".join([f"lr={c['lr']:.3g} wd={c['weight_decay']:.3g}", *([c["split"]] if "split" in c else [])])
+            self.progress.result(self.variant, self.phase, result.get("score"), result.get("epoch"), label)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         status = (trial.last_result or {}).get("status")

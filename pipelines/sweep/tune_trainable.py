@@ -64,7 +64,8 @@ class SplitsTrainable(tune.Trainable):
         # Local jobs share this machine: the study runs up to max_concurrent jobs at once.
         jobs_at_once = self.study.max_concurrent
         for t in pending:
-            self.jobs[t.ref.trial_id] = executors.submit(t.cfg, t.ref.dir, self.executor, jobs_at_once)
+            name = executors.job_name(self.study.name, t.ref.variant, t.ref.phase, t.ref.split)
+            self.jobs[t.ref.trial_id] = executors.submit(t.cfg, t.ref.dir, self.executor, jobs_at_once, name)
 
     def step(self) -> dict:
         self.epoch += 1

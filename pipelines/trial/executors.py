@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import threading
 from pathlib import Path
@@ -71,7 +72,15 @@ def validate(cfg: TrialConfig, executor: ExecutorSpec) -> None:
         raise TrialConfigError(f"batch_size: {cfg.batch_size} is not divisible by the world size {world}")
 
 
-def make_executor(spec: ExecutorSpec, folder: Path) -> submitit.Executor:
+def job_name(study: str, variant: str, phase: str, split: str) -> str:
+    """`<study>/<variant>/<phase>/<split>`, the SLURM job name a user tells trials apart by in
+    `squeue`/`sacct`: characters other than letters, digits and `._+-` become `_` (a name goes
+    into an sbatch `#SBATCH` line and shell commands), at most 200 characters."""
+    parts = (re.sub(r"[^A-Za-z0-9._+-]+", "_", p) for p in (study, variant, phase, split))
+    return "/".join(parts)[:200]
+
+
+def make_executor(spec: ExecutorSpec, folder: Path, name: str = "attnsweep") -> submitit.Executor:
     s = spec.slurm
     if spec.kind == "debug":
         return submitit.DebugExecutor(folder)
@@ -91,7 +100,7 @@ def make_executor(spec: ExecutorSpec, folder: Path) -> submitit.Executor:
                   account=s.account, qos=s.qos, constraint=s.constraint, signal_delay_s=s.signal_delay_s,
                   additional_parameters=dict(s.extra),
                   # one rank dying ends the others instead of leaving them blocked in a collective
-                  srun_args=["--kill-on-bad-exit=1"], job_name="attnsweep")
+                  srun_args=["--kill-on-bad-exit=1"], job_name=name)
     ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
     return ex
 
@@ -103,13 +112,14 @@ def local_cpu_threads(executor: ExecutorSpec, jobs_at_once: int) -> int | None:
     return max(1, machine_cpus() // (executor.workers * jobs_at_once))
 
 
-def submit(cfg: TrialConfig, trial_dir: str | Path, executor: ExecutorSpec, jobs_at_once: int = 1) -> submitit.Job:
-    """Validate, then submit one trial; its job id goes to `<trial_dir>/jobs.json`."""
-    return submit_array([cfg], [trial_dir], executor, jobs_at_once)[0]
+def submit(cfg: TrialConfig, trial_dir: str | Path, executor: ExecutorSpec, jobs_at_once: int = 1,
+           name: str = "attnsweep") -> submitit.Job:
+    """Validate, then submit one trial as job `name`; its job id goes to `<trial_dir>/jobs.json`."""
+    return submit_array([cfg], [trial_dir], executor, jobs_at_once, name)[0]
 
 
 def submit_array(cfgs: list[TrialConfig], trial_dirs: list[str | Path], executor: ExecutorSpec,
-                 jobs_at_once: int | None = None) -> list[submitit.Job]:
+                 jobs_at_once: int | None = None, name: str = "attnsweep") -> list[submitit.Job]:
     """Several trials (e.g. one per split) as one SLURM job array. All are validated before any is
     submitted. One trial's submitit logs go to `<trial_dir>/submitit/`, an array's to
     `<common parent>/submitit/`. `jobs_at_once`: how many local jobs will share this machine's
@@ -119,7 +129,7 @@ def submit_array(cfgs: list[TrialConfig], trial_dirs: list[str | Path], executor
         validate(cfg, executor)
         TrialFolder(d).claim(cfg)
     folder = (dirs[0] if len(dirs) == 1 else Path(os.path.commonpath(dirs))) / SUBMITIT
-    ex = make_executor(executor, folder)
+    ex = make_executor(executor, folder, name)
     with ex.batch():
         threads = local_cpu_threads(executor, jobs_at_once or len(cfgs))
         jobs = [ex.submit(TrialJob(cfg, d, threads)) for cfg, d in zip(cfgs, dirs)]

@@ -145,7 +145,7 @@ def _train(cfg: TrialConfig, folder: TrialFolder, d: Dist) -> dict[str, Any]:
         "params": params,
         "train_seconds": state["train_seconds"],
         "gpu_seconds": state["train_seconds"] * d.world_size if d.device.type == "cuda" else 0.0,
-        "config_hash": cfg.hash(),
+        "trial_id": cfg.hash(),  # the folder name; the configuration hash is in the result rows
         "metrics": metrics,
     }
     if d.is_main:
