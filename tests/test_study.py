@@ -64,6 +64,8 @@ DEMO = next(p for p in STUDIES if p.stem == "demo")
     (lambda d: d["executor"].update(kind="cloud"), "executor.kind"),
     (lambda d: d.update(stats={"baselines": {"resnet18+se": "resnet50"}}), "stats.baselines"),
     (lambda d: d.update(name="my study"), "name"),
+    (lambda d: d.update(image_size=16, variants=["cnn2", "cnn3"]), "variants: model cnn3 cannot take 16 px"),
+    (lambda d: d.update(variants=["efficientnet_b0"]) or d["train"].update(stem="small"), "stem: 'small' is for ResNets"),
 ])
 def test_a_bad_study_is_one_line_naming_file_and_field(tmp_path, edit, field):
     path = _write(tmp_path, DEMO, edit)
@@ -115,3 +117,20 @@ def test_plan_pairs_variants_and_separates_phases(tmp_path):
     assert a[0].ref.dir == tmp_path / "trials" / "repeat" / "resnet18" / a[0].ref.trial_id
     again = make_trial(study, tmp_path, "repeat", "resnet18", "repeat-0", 0.01, 0.0, data_dir)
     assert again.ref.trial_id == a[0].ref.trial_id  # stable: what --resume relies on
+
+
+def test_small_stem_reaches_the_trials_and_old_trial_ids_stay(tmp_path):
+    import hashlib
+    import json
+
+    study = load_study(DEMO)
+    small = type(study).model_validate({**study.model_dump(), "image_size": 28,
+                                        "train": {**study.train.model_dump(), "stem": "small"}})
+    default = make_trial(study, tmp_path, "repeat", "resnet18+se", "repeat-0", 0.01, 0.0, None)
+    trial = make_trial(small, tmp_path, "repeat", "resnet18+se", "repeat-0", 0.01, 0.0, None)
+    assert (default.cfg.stem, trial.cfg.stem) == ("imagenet", "small")
+    assert trial.ref.trial_id != make_trial(small.model_copy(update={"train": study.train}), tmp_path, "repeat",
+                                            "resnet18+se", "repeat-0", 0.01, 0.0, None).ref.trial_id
+    # the id of a default-stem trial is what it was before `stem` existed: resumed studies keep their folders
+    before = json.dumps(default.cfg.model_dump(mode="json", exclude={"stem"}), sort_keys=True)
+    assert default.ref.trial_id == hashlib.sha256(before.encode()).hexdigest()[:16]

@@ -31,14 +31,14 @@ class PhasePlan:
         return self.configs * self.splits
 
 
-def forward_gflops(variant: str, image_size: int, num_classes: int) -> float:
+def forward_gflops(variant: str, image_size: int, num_classes: int, stem: str = "imagenet") -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from attnsweep.models import create
 
     with torch.device("meta"):
-        model = create(variant, num_classes, pretrained=None, image_size=image_size)
+        model = create(variant, num_classes, pretrained=None, image_size=image_size, stem=stem)
         x = torch.empty(1, 3, image_size, image_size)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model.eval()(x)
@@ -55,7 +55,7 @@ def plan(study: Study) -> list[PhasePlan]:
     rows = []
     n_classes = _num_classes(study)
     for v in study.variants:
-        g = forward_gflops(v, study.image_size, n_classes)
+        g = forward_gflops(v, study.image_size, n_classes, study.train.stem)
         if study.splits.search_splits:
             rows.append(PhasePlan(v, "search", study.search.n_configs(), study.splits.search_splits, study.train.epochs, g))
         rows.append(PhasePlan(v, "repeat", 1, study.splits.repeat_splits, study.train.epochs, g))
