@@ -126,16 +126,16 @@ def test_preempted_job_is_requeued_and_finishes(slurm_cluster, monkeypatch, data
 
 def test_job_at_its_time_limit_is_requeued_and_finishes(slurm_cluster, monkeypatch, data_dir, tmp_path):  # noqa: F811
     _use(slurm_cluster, monkeypatch)
-    # The job is held after epoch 1 and never released: only the time limit ends that run. SLURM
-    # sends submitit's signal at one of its periodic checks (every 30 s) once less than
-    # `signal_delay_s` is left: with 1 min and 30 s, 30..60 s into the run. The requeued run
-    # resumes after epoch 1 and finishes. (Signalled before epoch 1 is done, a run starts over
-    # and is held again: the outcome is the same.)
+    # The job is held after epoch 1 and never released: only the time limit's signal ends that run.
+    # SLURM sends it at one of its periodic checks (every 30 s) once less than `signal_delay_s` is
+    # left: with 2 min and 30 s, 60..90 s into a run. The requeued run resumes after epoch 1 and
+    # finishes. (A run signalled before its epoch 1 is done starts over and is held again.)
     hold = Hold(tmp_path.parent / f"{tmp_path.name}-hold", after_epoch=1).apply(monkeypatch)
-    spec = _slurm(slurm_cluster, timeout_min=1, signal_delay_s=30, max_requeues=10)
+    spec = _slurm(slurm_cluster, timeout_min=2, signal_delay_s=30, max_requeues=10)
     job = submit(trial_config(data_dir, epochs=3), tmp_path / "trial", spec)
-    hold.wait("trial", job)
-    _finish_with_requeues(slurm_cluster, job, timeout_s=500)
+    _finish_with_requeues(slurm_cluster, job, timeout_s=900)
+    assert hold.held() == ["trial"]  # a run was held after epoch 1 and never released: the signal freed it
     assert _runs(slurm_cluster, job.job_id) >= 2
-    assert [line["epoch"] for line in read_lines(tmp_path / "trial")] == [1, 2, 3]
+    lines = read_lines(tmp_path / "trial")
+    assert [line["epoch"] for line in lines] == [1, 2, 3]
     assert json.loads((tmp_path / "trial" / RESULT).read_text())["status"] == "ok"

@@ -29,18 +29,20 @@ VARIANTS, CONFIGS, SEARCH_SPLITS, REPEAT_SPLITS = ["resnet18", "resnet18+se"], 2
 
 
 def _kill_mid_study(study, out, tmp_path, *args) -> dict:
-    """Start the driver with every trial job held after epoch 1; release the first one held, wait
-    until it is recorded, then SIGKILL the driver while another is held (an epoch, no result).
-    Returns the job ids of the trials in flight at that moment."""
+    """Start the driver with every trial job held after epoch 1; release the held ones until a
+    trial is recorded (a search trial reports its splits in lockstep: all of them must go on),
+    then SIGKILL the driver once another is held (an epoch, no result). Returns the job ids of the
+    trials held at that moment."""
     hold = Hold(tmp_path / "hold", after_epoch=1)
     driver = Driver("run", str(study), "--out", str(out), *args, env=hold.env, log=tmp_path / "driver.log")
     alive = lambda: driver.proc.poll() is None  # noqa: E731
     try:
-        hold.release(hold.wait(alive=alive))
-        deadline = time.monotonic() + 600
+        hold.wait(alive=alive)
+        deadline = time.monotonic() + 900
         while not list((out / "results").glob("*.parquet")):
+            hold.release(*hold.held())
             assert alive(), (tmp_path / "driver.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the released trial was never recorded"
+            assert time.monotonic() < deadline, "no released trial was recorded"
             time.sleep(0.3)
         hold.wait(alive=alive)
         in_flight_jobs = {d: jobs_of(d) for d in trial_dirs(out) if d.name in hold.held()}
