@@ -37,6 +37,18 @@ def test_every_study_passes_dry_run(path):
     assert f"{len(study.variants) * (n_search + study.splits.repeat_splits)} trainings" in result.output
 
 
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda d: d.update(image_size=16, variants=["cnn2", "cnn3"]), "model cnn3 cannot take 16 px images (stem imagenet): "),
+    (lambda d: d.update(variants=["efficientnet_b0"]) or d["train"].update(stem="small"),
+     "stem: 'small' is for ResNets; efficientnet_b0 is of the efficientnet family"),
+])
+def test_a_variant_that_cannot_take_the_image_size_fails_the_dry_run_in_one_line(tmp_path, edit, message):
+    path = _write(tmp_path, DEMO, edit)
+    result = CliRunner().invoke(app, ["run", str(path), "--dry-run"])
+    assert result.exit_code == 2 and f"error: {path}: {message}" in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
 def _write(tmp_path: Path, base: Path, edit) -> Path:
     data = yaml.safe_load(base.read_text())
     edit(data)
@@ -64,8 +76,6 @@ DEMO = next(p for p in STUDIES if p.stem == "demo")
     (lambda d: d["executor"].update(kind="cloud"), "executor.kind"),
     (lambda d: d.update(stats={"baselines": {"resnet18+se": "resnet50"}}), "stats.baselines"),
     (lambda d: d.update(name="my study"), "name"),
-    (lambda d: d.update(image_size=16, variants=["cnn2", "cnn3"]), "variants: model cnn3 cannot take 16 px"),
-    (lambda d: d.update(variants=["efficientnet_b0"]) or d["train"].update(stem="small"), "stem: 'small' is for ResNets"),
 ])
 def test_a_bad_study_is_one_line_naming_file_and_field(tmp_path, edit, field):
     path = _write(tmp_path, DEMO, edit)

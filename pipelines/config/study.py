@@ -159,13 +159,6 @@ class Study(BaseModel):
             raise ValueError("splits.repeat_splits: the repeat phase needs at least one split")
         if self.splits.search_splits == 0 and not self.search.fixed():
             raise ValueError("splits.search_splits: 0 skips the search, which needs a single lr and weight_decay")
-        from attnsweep.models.factory import check_input_size
-
-        for variant in self.variants:  # before any job, and in --dry-run
-            try:
-                check_input_size(variant, self.image_size, self.train.stem)
-            except ValueError as err:
-                raise ValueError(f"variants: {err}") from None
         for variant, base in self.stats.baselines.items():
             if variant not in self.variants or base not in self.variants:
                 raise ValueError(f"stats.baselines: {variant} -> {base} names a variant the study does not list")

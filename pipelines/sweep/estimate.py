@@ -52,9 +52,12 @@ def _num_classes(study: Study) -> int:
 
 
 def plan(study: Study) -> list[PhasePlan]:
+    from attnsweep.models.factory import check_input_size
+
     rows = []
     n_classes = _num_classes(study)
     for v in study.variants:
+        check_input_size(v, study.image_size, study.train.stem)  # one line before any job, as the run's preflight
         g = forward_gflops(v, study.image_size, n_classes, study.train.stem)
         if study.splits.search_splits:
             rows.append(PhasePlan(v, "search", study.search.n_configs(), study.splits.search_splits, study.train.epochs, g))
