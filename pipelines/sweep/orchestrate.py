@@ -11,7 +11,7 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,12 +81,9 @@ def ray_runtime(study: Study, out: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt(first: Callable[[], object] = lambda: None) -> Iterator[None]:
-    """SIGTERM (scancel, a time limit, `kill`) runs `first`, then unwinds like Ctrl-C. A plain
-    `scancel` of a driver job sends SIGTERM to Ray's processes too, and unwinding Tune through a
-    dying Ray can outlast KillWait (then SIGKILL): the jobs are cancelled before anything unwinds."""
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (scancel, a time limit, `kill`) unwinds like Ctrl-C, so the jobs get cancelled."""
     def handler(signum, frame):
-        first()
         raise KeyboardInterrupt(f"signal {signum}")
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -158,13 +155,8 @@ def run_study(study: Study, resume: bool = False, console: Console | None = None
     tracking_uri = study.tracking_uri or default_tracking_uri(out)
     recorder = Recorder(study, out, MlflowStore(tracking_uri, study.name, out), eval_sets, first.class_names)
 
-    cancelled: list[str] = []
-
-    def cancel_jobs() -> None:
-        cancelled.extend(cancel_owned_jobs(out, study.executor))
-
     # Ray installs its own SIGTERM handler in ray.init: ours goes on top of it, inside.
-    with ray_runtime(study, out), sigterm_as_interrupt(first=cancel_jobs):
+    with ray_runtime(study, out), sigterm_as_interrupt():
         try:
             with Progress(study.name, tune_plan(study), console) as progress:
                 for variant in study.variants:
@@ -174,7 +166,7 @@ def run_study(study: Study, resume: bool = False, console: Console | None = None
                         best = study.search.fixed()
                     run_repeat(study, out, variant, data_dir, recorder, progress, best, poll_s)
         finally:
-            cancel_jobs()
+            cancelled = cancel_owned_jobs(out, study.executor)
             if cancelled:
                 console.print(f"cancelled the jobs of unfinished trials: {', '.join(cancelled)}")
 
