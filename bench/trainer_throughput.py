@@ -9,7 +9,6 @@ Prints images/s of both per round and the median ratio (trainer / bare).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -21,7 +20,9 @@ import torch.nn.functional as F
 from attnsweep.data import DatasetSpec, SplitSpec, load_split, make_dataset, prepare
 from attnsweep.models import create
 from attnsweep.pipelines.trial.distributed import cpu_threads
-from attnsweep.pipelines.trial.trainer import METRICS, TrialConfig, train
+from attnsweep.pipelines.config.trial_config import TrialConfig
+from attnsweep.pipelines.trial.folder import TrialFolder
+from attnsweep.pipelines.trial.trainer import train
 
 
 def bare_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, epochs: int,
@@ -85,7 +86,7 @@ def main() -> None:
             bare_rate = bare()
             trial_dir = out / f"trial-{r}"
             result = train(cfg, trial_dir)
-            lines = [json.loads(line) for line in (trial_dir / METRICS).read_text().splitlines()]
+            lines = TrialFolder(trial_dir).epochs()
             rounds.append((statistics.mean(line["images_per_s"] for line in lines[1:]), bare_rate))
 
     print(f"{args.model} {args.image_size}px batch {args.batch_size}, {result['n_train']} training images, "

@@ -15,7 +15,6 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from attnsweep.data.errors import DataError
 from attnsweep.data.spec import SplitSpec
@@ -43,6 +42,9 @@ def assign_roles(labels: np.ndarray, groups: np.ndarray, val: float, test: float
     if n_groups < k:
         raise DataError(f"the pool has {n_groups} groups, too few for {k} folds "
                         f"(val {val}, test {test}); use rounder fractions or more data")
+    # imported here: scikit-learn pulls in scipy, which loading a study file should not pay for
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
     with warnings.catch_warnings():  # small classes: sklearn warns, the result is still grouped
         warnings.simplefilter("ignore", UserWarning)
         # one image per group (synthderm, CIFAR): StratifiedKFold gives the same guarantee, vectorised

@@ -1,11 +1,24 @@
 """The model zoo: timm backbones, the attention modules of the seed papers and where they go.
 
     create("resnet18+ga+ela", num_classes=3, pretrained="imagenet-1k")
+
+The names (`registry`) import no torch, so validating a study file does not pay for it; the rest
+is imported on first use.
 """
-from .factory import count_params, create, describe_variants
-from .global_attention import capture_ga_maps
-from .placement import gradcam_target_layer
+from importlib import import_module
+from typing import Any
+
 from .registry import ATTENTIONS, BACKBONES, VARIANTS, parse_name
+
+_LAZY = {"count_params": "factory", "create": "factory", "describe_variants": "factory",
+         "capture_ga_maps": "global_attention", "gradcam_target_layer": "placement"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ATTENTIONS", "BACKBONES", "VARIANTS", "capture_ga_maps", "count_params", "create",

@@ -3,7 +3,6 @@ splits and epochs; the same variants, executor and phases), the `attnsweep` comm
 subprocess, and the cleanup of what a SIGKILLed driver leaves behind."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,6 +11,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from attnsweep.pipelines.trial.folder import CONFIG, TrialFolder
 
 REPO = Path(__file__).resolve().parents[1]
 ATTNSWEEP = str(Path(sys.executable).with_name("attnsweep"))
@@ -51,19 +52,16 @@ def run_attnsweep(*args: str, env: dict | None = None, timeout: float = 1500) ->
 
 
 def trial_dirs(out: Path) -> list[Path]:
-    return sorted(p.parent for p in (out / "trials").glob("*/*/*/config.json"))
+    return sorted(p.parent for p in (out / "trials").glob(f"*/*/*/{CONFIG}"))
 
 
 def jobs_of(trial_dir: Path) -> list[str]:
-    path = trial_dir / "jobs.json"
-    return [r["job_id"] for r in json.loads(path.read_text())] if path.exists() else []
+    return TrialFolder(trial_dir).job_ids()
 
 
 def epochs_of(trial_dir: Path) -> list[int]:
     """The epochs in `metrics.jsonl` (a line still being written is not one yet)."""
-    path = trial_dir / "metrics.jsonl"
-    text = path.read_text() if path.exists() else ""
-    return [json.loads(line)["epoch"] for line in text[: text.rfind("\n") + 1].splitlines()]
+    return [e["epoch"] for e in TrialFolder(trial_dir).epochs()]
 
 
 def descendants(pid: int) -> set[int]:

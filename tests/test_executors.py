@@ -4,8 +4,6 @@ after its last finished epoch and ends with exactly the numbers of an uninterrup
 side by side share the cores."""
 from __future__ import annotations
 
-import json
-
 import pytest
 from trainer_setup import Hold, comparable, data_dir, read_lines, trial_config  # noqa: F401
 
@@ -13,8 +11,10 @@ from attnsweep.data import load_split, make_dataset
 from attnsweep.models import create
 from attnsweep.pipelines.trial import checkpoint
 from attnsweep.pipelines.trial.distributed import Dist, machine_cpus
-from attnsweep.pipelines.trial.executors import ExecutorSpec, attach, job_ids, submit, submit_array
-from attnsweep.pipelines.trial.trainer import BEST, RESULT, evaluate, train
+from attnsweep.pipelines.config.executor import ExecutorSpec
+from attnsweep.pipelines.trial.executors import attach, submit, submit_array
+from attnsweep.pipelines.trial.folder import TrialFolder
+from attnsweep.pipelines.trial.trainer import evaluate, train
 from attnsweep.pipelines.config.trial_config import TrialConfigError
 
 LOCAL2 = ExecutorSpec(kind="local", workers=2, slurm={"timeout_min": 10})
@@ -25,9 +25,9 @@ def test_two_rank_ddp_trial_and_exact_gathered_metrics(data_dir, tmp_path):  # n
 
     cfg = trial_config(data_dir, epochs=2)
     job = submit(cfg, tmp_path, LOCAL2)
-    assert job_ids(tmp_path) == [job.job_id]
+    assert TrialFolder(tmp_path).job_ids() == [job.job_id]
     assert job.exception() is None, job.exception()
-    result = json.loads((tmp_path / RESULT).read_text())
+    result = TrialFolder(tmp_path).result()
     assert result["status"] == "ok" and result["world_size"] == 2 and len(result["hosts"]) == 2
     assert result["cpu_threads"] == max(1, machine_cpus() // 2)  # the two ranks share the cores
     assert [line["epoch"] for line in read_lines(tmp_path)] == [1, 2]
@@ -35,7 +35,7 @@ def test_two_rank_ddp_trial_and_exact_gathered_metrics(data_dir, tmp_path):  # n
     # The selected weights evaluated by one process: the same metrics as the 2 ranks gathered.
     split = load_split(data_dir, cfg.split)
     model = create(cfg.model, len(split.class_names), image_size=cfg.image_size)
-    model.load_state_dict(checkpoint.load(tmp_path / BEST))
+    model.load_state_dict(checkpoint.load(TrialFolder(tmp_path).best_file))
     one = Dist(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), host="127.0.0.1")
     for name, metrics in result["metrics"].items():
         ds = make_dataset(split.sets[name], "none", split.mean, split.std, train=False, seed=cfg.seed)
@@ -65,8 +65,8 @@ def test_killed_job_resubmitted_resumes_after_last_epoch(data_dir, tmp_path, mon
     assert [line["job_id"] for line in lines] == [first.job_id] * 2 + [second.job_id] * 3
     # Model, optimizer, scheduler and random states were restored: the numbers are unchanged.
     assert comparable(lines) == comparable(read_lines(tmp_path / "reference"))
-    assert json.loads((tmp_path / "trial" / RESULT).read_text())["metrics"] == reference["metrics"]
-    assert job_ids(tmp_path / "trial") == [first.job_id, second.job_id]
+    assert TrialFolder(tmp_path / "trial").result()["metrics"] == reference["metrics"]
+    assert TrialFolder(tmp_path / "trial").job_ids() == [first.job_id, second.job_id]
 
 
 def test_bad_batch_for_the_world_size_fails_before_submission(data_dir, tmp_path):  # noqa: F811
@@ -84,5 +84,5 @@ def test_local_jobs_side_by_side_share_the_cores(data_dir, tmp_path):  # noqa: F
     alone = submit(trial_config(data_dir, epochs=1), tmp_path / "alone", one, jobs_at_once=1)
     for job in (*jobs, alone):
         assert job.exception() is None, job.exception()
-    threads = [json.loads((d / RESULT).read_text())["cpu_threads"] for d in (*dirs, tmp_path / "alone")]
+    threads = [TrialFolder(d).result()["cpu_threads"] for d in (*dirs, tmp_path / "alone")]
     assert threads == [max(1, machine_cpus() // 2)] * 2 + [machine_cpus()]

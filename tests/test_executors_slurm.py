@@ -3,15 +3,15 @@ two trials, a 2-node DDP job with its ranks on different nodes, scancel then res
 submitit's requeue on the preemption signal and on the time limit."""
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 import submitit
 from trainer_setup import Hold, data_dir, read_lines, trial_config  # noqa: F401
 
-from attnsweep.pipelines.trial.executors import JOBS, ExecutorSpec, attach, job_ids, submit, submit_array
-from attnsweep.pipelines.trial.trainer import BEST, CHECKPOINT, CONFIG, METRICS, RESULT
+from attnsweep.pipelines.config.executor import ExecutorSpec
+from attnsweep.pipelines.trial.executors import attach, submit, submit_array
+from attnsweep.pipelines.trial.folder import BEST, CHECKPOINT, CONFIG, JOBS, METRICS, RESULT, TrialFolder
 
 pytestmark = pytest.mark.slurm
 
@@ -66,18 +66,18 @@ def test_array_of_two_splits_writes_both_trial_folders(slurm_cluster, monkeypatc
     assert [job.job_id for job in jobs] == [f"{array_id}_0", f"{array_id}_1"]  # one SLURM job array
     for job, split in zip(jobs, splits):
         trial = tmp_path / split
-        assert job_ids(trial) == [job.job_id]
+        assert TrialFolder(trial).job_ids() == [job.job_id]
         assert job.exception() is None, job.exception()
         for name in (CONFIG, METRICS, CHECKPOINT, BEST, RESULT, JOBS):
             assert (trial / name).is_file(), name
         assert (tmp_path / "submitit" / f"{job.job_id}_0_log.out").is_file()
-        result = json.loads((trial / RESULT).read_text())
+        result = TrialFolder(trial).result()
         assert result["status"] == "ok" and result["epochs_run"] == 2 and result["world_size"] == 1
         assert _wait_until_ended(slurm_cluster, job) == "COMPLETED"
         assert attach(trial, spec) is None  # finished: nothing to re-attach to
     # Different splits, different data: the two trials learned different things.
-    assert json.loads((tmp_path / splits[0] / RESULT).read_text())["metrics"] != \
-        json.loads((tmp_path / splits[1] / RESULT).read_text())["metrics"]
+    assert TrialFolder(tmp_path / splits[0]).result()["metrics"] != \
+        TrialFolder(tmp_path / splits[1]).result()["metrics"]
 
 
 def test_two_node_trial_has_ranks_on_both_nodes(slurm_cluster_2nodes, monkeypatch, data_dir, tmp_path):  # noqa: F811
@@ -85,7 +85,7 @@ def test_two_node_trial_has_ranks_on_both_nodes(slurm_cluster_2nodes, monkeypatc
     _use(cluster, monkeypatch)
     job = submit(trial_config(data_dir, epochs=1), tmp_path, _slurm(cluster, nodes=2, tasks_per_node=1))
     assert job.exception() is None, job.exception()
-    result = json.loads((tmp_path / RESULT).read_text())
+    result = TrialFolder(tmp_path).result()
     assert result["status"] == "ok" and result["world_size"] == 2
     assert sorted(result["hosts"]) == sorted(cluster.node_addrs.values())  # rank 0 and 1 on different nodes
 
@@ -107,7 +107,7 @@ def test_scancel_then_resubmit_resumes_after_the_last_finished_epoch(slurm_clust
     lines = read_lines(tmp_path)
     assert [line["epoch"] for line in lines] == [1, 2, 3, 4]  # none repeated, none missing
     assert [line["job_id"] for line in lines] == [first.job_id] * 2 + [second.job_id] * 2
-    assert job_ids(tmp_path) == [first.job_id, second.job_id]
+    assert TrialFolder(tmp_path).job_ids() == [first.job_id, second.job_id]
 
 
 def test_preempted_job_is_requeued_and_finishes(slurm_cluster, monkeypatch, data_dir, tmp_path):  # noqa: F811
@@ -120,8 +120,8 @@ def test_preempted_job_is_requeued_and_finishes(slurm_cluster, monkeypatch, data
     assert _runs(slurm_cluster, job.job_id) == 2
     lines = read_lines(tmp_path)
     assert [line["epoch"] for line in lines] == [1, 2, 3]
-    assert json.loads((tmp_path / RESULT).read_text())["status"] == "ok"
-    assert job_ids(tmp_path) == [job.job_id] and {line["job_id"] for line in lines} == {job.job_id}  # same id
+    assert TrialFolder(tmp_path).result()["status"] == "ok"
+    assert TrialFolder(tmp_path).job_ids() == [job.job_id] and {line["job_id"] for line in lines} == {job.job_id}  # same id
 
 
 def test_job_at_its_time_limit_is_requeued_and_finishes(slurm_cluster, monkeypatch, data_dir, tmp_path):  # noqa: F811
@@ -138,4 +138,4 @@ def test_job_at_its_time_limit_is_requeued_and_finishes(slurm_cluster, monkeypat
     assert _runs(slurm_cluster, job.job_id) >= 2
     lines = read_lines(tmp_path / "trial")
     assert [line["epoch"] for line in lines] == [1, 2, 3]
-    assert json.loads((tmp_path / "trial" / RESULT).read_text())["status"] == "ok"
+    assert TrialFolder(tmp_path / "trial").result()["status"] == "ok"

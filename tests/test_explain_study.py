@@ -4,7 +4,6 @@ tracking layer's row builders and Parquet writer record them; then `attnsweep re
 Table-4 grid from those checkpoints."""
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from attnsweep.models import parse_name
 from attnsweep.pipelines.report.explain import explain_variant
 from attnsweep.pipelines.store.parquet_store import write_trial
 from attnsweep.pipelines.report.study_folder import load
-from attnsweep.pipelines.store.result_rows import TrialRef, epoch_rows, read_epochs, result_rows
+from attnsweep.pipelines.store.result_rows import TrialRef, epoch_rows, result_rows
 from attnsweep.pipelines.config.study import load_study
 from attnsweep.pipelines.trial.trainer import train
 from attnsweep.pipelines.config.trial_config import TrialConfig
@@ -45,9 +44,9 @@ def study(tmp_path_factory) -> Path:
         backbone, attention = parse_name(variant)
         ref = TrialRef("explain", "repeat", variant, backbone, tuple(attention), "synthderm", "repeat-0",
                        trial_id, cfg.hash(), folder)
-        config = json.loads((folder / "config.json").read_text())
+        config = ref.folder.config()
         write_trial(out, trial_id, result_rows(ref, config, result, ["val", "test"], None, "test"),
-                    epoch_rows(ref, config, read_epochs(folder)))
+                    epoch_rows(ref, config, ref.folder.epochs()))
     (out / "study.yaml").write_text(yaml.safe_dump(
         {"name": "explain", "variants": DEMO.variants, "stats": {"explain_images": N_MEAN}}))
     return out

@@ -23,6 +23,8 @@ from orchestrate_setup import (
 )
 from trainer_setup import Hold
 
+from attnsweep.pipelines.trial.folder import TrialFolder
+
 pytestmark = pytest.mark.slow
 EVAL_SETS = {"val", "test", "ood:shifted"}
 VARIANTS, CONFIGS, SEARCH_SPLITS, REPEAT_SPLITS = ["resnet18", "resnet18+se"], 2, 2, 2
@@ -57,7 +59,7 @@ def test_demo_study_killed_and_resumed_end_to_end(tmp_path, mlflow_server):  # n
     out = tmp_path / "out"
     t0 = time.monotonic()
     in_flight = _kill_mid_study(study, out, tmp_path, "--tracking-uri", mlflow_server)
-    before = {d: (jobs_of(d), (d / "result.json").exists()) for d in trial_dirs(out)}
+    before = {d: (jobs_of(d), TrialFolder(d).result_file.exists()) for d in trial_dirs(out)}
     recorded = {p: p.stat().st_mtime_ns for p in (out / "results").glob("*.parquet")}
 
     done = run_attnsweep("run", str(study), "--out", str(out), "--tracking-uri", mlflow_server, "--resume")

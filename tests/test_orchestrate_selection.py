@@ -3,7 +3,7 @@ search configuration it repeats: trial folders in the trainer's format, recorded
 MLflow (sqlite) and Parquet writers, then read back."""
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 
 import pytest
@@ -11,37 +11,39 @@ from mlflow import MlflowClient
 
 from attnsweep.pipelines.store import parquet_store
 from attnsweep.pipelines.store.mlflow_store import MlflowStore
+from attnsweep.pipelines.config import selection
 from attnsweep.pipelines.sweep.phases import best_config, config_scores
 from attnsweep.pipelines.sweep.plan import make_trial
 from attnsweep.pipelines.config.study import load_study
 from attnsweep.pipelines.sweep.tracking import Recorder
+from attnsweep.pipelines.sweep.tune_callback import close
 
 DEMO = Path(__file__).resolve().parents[1] / "studies" / "demo.yaml"
 VARIANT = "resnet18"
 
 
-def _metrics(ba: float) -> dict:
-    return {"balanced_accuracy": ba, "accuracy": ba, "auc_roc": 0.7, "loss": 0.5, "n_samples": 20,
+def _metrics(ba: float, loss: float = 0.5) -> dict:
+    return {"balanced_accuracy": ba, "accuracy": ba, "auc_roc": 0.7, "loss": loss, "n_samples": 20,
             "per_class_recall": [ba] * 3, "confusion_matrix": [[5, 1, 0], [1, 5, 1], [0, 1, 6]]}
 
 
-def _trial(study, out, split, lr, val_bas, status=None):
+def _trial(study, out, split, lr, val_bas, status=None, val_loss=0.5):
     """A search trial folder: one metrics line per entry of `val_bas`, and a result when `status`."""
     trial = make_trial(study, out, "search", VARIANT, split, lr, 0.0, out / "data")
-    d = trial.ref.dir
-    d.mkdir(parents=True)
-    (d / "config.json").write_text(json.dumps(trial.cfg.model_dump(mode="json")))
+    folder = trial.ref.folder
+    folder.claim(trial.cfg)
     lines = [{"epoch": e, "train_loss": 1.0, "lr": lr, "seconds": 1.0, "images_per_s": 10.0,
               "val": {"balanced_accuracy": ba, "accuracy": ba, "auc_roc": 0.7, "loss": 0.5}}
              for e, ba in enumerate(val_bas, 1)]
-    (d / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    for line in lines:
+        folder.append_epoch(line)
     if status:
         best = max(val_bas) if val_bas else None
-        metrics = {} if status == "diverged" else {"val": _metrics(best), "test": _metrics(best - 0.1)}
-        (d / "result.json").write_text(json.dumps({
+        metrics = {} if status == "diverged" else {"val": _metrics(best, val_loss), "test": _metrics(best - 0.1)}
+        folder.write_result({
             "status": status, "world_size": 1, "hosts": ["h"], "best_epoch": val_bas.index(best) + 1 if best else None,
             "epochs_run": len(val_bas), "n_train": 60, "params": 1000, "train_seconds": 1.0, "gpu_seconds": 0.0,
-            "metrics": metrics}))
+            "metrics": metrics})
     return trial
 
 
@@ -59,12 +61,12 @@ def recorded(tmp_path):
     t["e"] = [_trial(study, out, s, 0.005, [0.6, 0.4], "ok") for s in ("search-0", "search-1")]
     for key in "abe":
         for trial in t[key]:
-            recorder.close(trial, "stopped")  # has a final result: recorded with it
+            close(recorder, trial, "stopped")  # has a final result: recorded with it
     for trial in t["b"] + t["c"][:1]:
         assert recorder.record_finished(trial)
-    recorder.close(t["c"][1], "failed", "RuntimeError: boom")
+    close(recorder, t["c"][1], "failed", "RuntimeError: boom")
     for trial in t["d"]:
-        recorder.close(trial, "stopped")  # ASHA stopped it after one epoch
+        close(recorder, trial, "stopped")  # ASHA stopped it after one epoch
     return study, out, recorder, t
 
 
@@ -79,7 +81,7 @@ def test_unfinished_trials_are_recorded_with_their_status(recorded):
     assert stopped["status"] == "stopped" and stopped["balanced_accuracy"] == pytest.approx(0.95)
     assert by_trial.loc[(t["d"][0].ref.trial_id, "test")]["balanced_accuracy"] != by_trial.loc[(t["d"][0].ref.trial_id, "test")]["balanced_accuracy"]
     assert by_trial.loc[(t["b"][1].ref.trial_id, "val")]["status"] == "diverged"
-    assert not (t["a"][0].ref.dir / "checkpoint.pt").exists()
+    assert not t["a"][0].ref.folder.checkpoint_file.exists()
 
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     status = {r.data.tags["attnsweep.trial_id"]: (r.info.status, r.data.tags["attnsweep.status"])
@@ -92,7 +94,7 @@ def test_unfinished_trials_are_recorded_with_their_status(recorded):
     # Recording again (a resumed driver) adds nothing and opens no run.
     for trials in t.values():
         for trial in trials:
-            recorder.close(trial, "stopped")
+            close(recorder, trial, "stopped")
     assert parquet_store.read(out).num_rows == 20
     assert len([r for r in client.search_runs([recorder.store.experiment_id]) if "attnsweep.trial_id" in r.data.tags]) == 10
 
@@ -107,3 +109,26 @@ def test_best_configuration_excludes_diverged_failed_and_stopped(recorded):
     assert scores.loc[0.04, "score"] == pytest.approx(0.95) and not scores.loc[0.04, "eligible"]  # stopped
     # 0.01 and 0.005 tie at 0.6: the smaller lr wins; the stopped 0.95 and diverged 0.9 never do
     assert best_config(out, VARIANT, n_splits=2) == {"lr": 0.005, "weight_decay": 0.0}
+
+
+def test_the_search_score_follows_the_selection_metric(tmp_path):
+    """Two configurations whose balanced accuracy and loss disagree: each metric picks its own."""
+    study = load_study(DEMO)
+    recorder = Recorder(study, tmp_path, MlflowStore(f"sqlite:///{tmp_path / 'mlflow.db'}", study.name, tmp_path),
+                        ["val", "test"], ["nevus", "melanoma", "other"])
+    for lr, ba, loss in ((0.01, 0.8, 0.9), (0.02, 0.6, 0.3)):
+        for split in ("search-0", "search-1"):
+            assert recorder.record_finished(_trial(study, tmp_path, split, lr, [ba], "ok", val_loss=loss))
+    assert best_config(tmp_path, VARIANT, 2, "balanced_accuracy") == {"lr": 0.01, "weight_decay": 0.0}
+    assert best_config(tmp_path, VARIANT, 2, "loss") == {"lr": 0.02, "weight_decay": 0.0}
+    by_loss = config_scores(tmp_path, VARIANT, 2, "loss").set_index("lr")["score"]
+    assert by_loss.to_dict() == {0.01: pytest.approx(-0.9), 0.02: pytest.approx(-0.3)}
+
+
+def test_search_score_rule():
+    assert selection.search_score([0.6, 0.8], "balanced_accuracy") == pytest.approx(0.7)
+    assert selection.search_score([0.6, 0.8], "balanced_accuracy", diverged=True) == 0.0
+    assert selection.search_score([0.2, 0.4], "loss") == pytest.approx(-0.3)  # lower loss scores higher
+    assert selection.search_score([0.2, 0.4], "loss", diverged=True) == -math.inf
+    assert selection.search_score([0.9, None], "auc_roc") == 0.0  # an undefined metric: the floor
+    assert selection.score(None, "accuracy") < selection.score(0.0, "accuracy")

@@ -4,7 +4,6 @@ running and `--resume` re-attaches to them instead of submitting again. And the 
 `sbatch slurm/sweep.sbatch STUDY` runs the driver as a SLURM job that submits the trial jobs."""
 from __future__ import annotations
 
-import json
 import signal
 import time
 
@@ -21,6 +20,8 @@ from orchestrate_setup import (
     trial_dirs,
 )
 from trainer_setup import Hold
+
+from attnsweep.pipelines.trial.folder import TrialFolder
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 EVAL_SETS = 3  # val, test, ood:shifted
@@ -45,7 +46,7 @@ def _wait_for(condition, what: str, driver: Driver | None = None, timeout_s: flo
 def _held_trials(out, hold: Hold) -> list:
     """Trial folders of the sound learning rate held now (their epoch 1 done, their job running)."""
     held = set(hold.held())
-    return [d for d in trial_dirs(out) if d.name in held and json.loads((d / "config.json").read_text())["lr"] == 0.02]
+    return [d for d in trial_dirs(out) if d.name in held and TrialFolder(d).config()["lr"] == 0.02]
 
 
 def test_slurm_study_cancels_on_sigterm_and_reattaches_after_sigkill(slurm_cluster, tmp_path):
@@ -87,7 +88,7 @@ def test_slurm_study_cancels_on_sigterm_and_reattaches_after_sigkill(slurm_clust
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for d, ids in attached.items():
         assert jobs_of(d) == ids, d
-        assert (d / "result.json").exists()
+        assert TrialFolder(d).result_file.exists()
     dirs = trial_dirs(out)
     assert len(dirs) == expected_trainings(study)
     rows = pd.read_parquet(out / "results")

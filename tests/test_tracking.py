@@ -3,7 +3,6 @@ and read back by pandas and duckdb) and MLflow runs on a real `mlflow server`, i
 resumed driver finds there."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import duckdb
@@ -15,7 +14,8 @@ from mlflow_server import mlflow_server  # noqa: F401 (fixture)
 
 from attnsweep.pipelines.store import parquet_store
 from attnsweep.pipelines.store.mlflow_store import MlflowStore
-from attnsweep.pipelines.store.result_rows import TrialRef, epoch_rows, read_epochs, result_rows
+from attnsweep.pipelines.store.result_rows import TrialRef, epoch_rows, result_rows
+from attnsweep.pipelines.trial.folder import TrialFolder
 
 EVAL_SETS = ["val", "test", "ood:shifted"]
 CONFIG = {"model": "resnet18+se", "lr": 0.01, "weight_decay": 1e-4, "batch_size": 16, "epochs": 3, "seed": 2,
@@ -30,29 +30,30 @@ def _metrics(ba: float, n: int) -> dict:
 def make_trial_folder(root: Path, trial_id: str, epochs: int = 3, finished: bool = True) -> TrialRef:
     """A trial folder in the trainer's format (interfaces.md): config, per-epoch lines, result."""
     d = root / "trials" / "repeat" / "resnet18+se" / trial_id
-    d.mkdir(parents=True)
-    (d / "config.json").write_text(json.dumps(CONFIG))
+    folder = TrialFolder(d)
+    folder.write_config(CONFIG)
     lines = [{"epoch": e, "train_loss": 1.0 / e, "lr": 0.01, "seconds": 2.0, "images_per_s": 50.0,
               "val": {"balanced_accuracy": 0.4 + 0.1 * e, "accuracy": 0.5, "auc_roc": 0.7, "loss": 0.9}}
              for e in range(1, epochs + 1)]
-    (d / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    for line in lines:
+        folder.append_epoch(line)
     if finished:
-        (d / "result.json").write_text(json.dumps({
+        folder.write_result({
             "status": "ok", "world_size": 1, "hosts": ["h"], "best_epoch": epochs, "epochs_run": epochs,
             "n_train": 120, "params": 11_000_000, "train_seconds": 6.0, "gpu_seconds": 0.0,
-            "metrics": {"val": _metrics(0.7, 30), "test": _metrics(0.65, 40), "ood:shifted": _metrics(0.5, 25)}}))
+            "metrics": {"val": _metrics(0.7, 30), "test": _metrics(0.65, 40), "ood:shifted": _metrics(0.5, 25)}})
     return TrialRef(study="t", phase="repeat", variant="resnet18+se", backbone="resnet18", attention=("se",),
                     dataset="synthderm", split="repeat-0", trial_id=trial_id, config_hash="c0ffee", dir=d)
 
 
 def _rows(ref: TrialRef, result: dict, run_id: str | None = "run") -> tuple[list, list]:
     return (result_rows(ref, CONFIG, result, EVAL_SETS, run_id, "v1"),
-            epoch_rows(ref, CONFIG, read_epochs(ref.dir)))
+            epoch_rows(ref, CONFIG, ref.folder.epochs()))
 
 
 def test_every_eval_set_has_a_row_also_without_metrics(tmp_path):
     ref = make_trial_folder(tmp_path, "a1")
-    ok = json.loads((ref.dir / "result.json").read_text())
+    ok = ref.folder.result()
     rows, _ = _rows(ref, ok)
     assert [r["eval_set"] for r in rows] == EVAL_SETS
     assert [r["balanced_accuracy"] for r in rows] == [0.7, 0.65, 0.5]
@@ -64,14 +65,14 @@ def test_every_eval_set_has_a_row_also_without_metrics(tmp_path):
 
 def test_an_epoch_line_still_being_written_is_not_read(tmp_path):
     ref = make_trial_folder(tmp_path, "a2", epochs=2, finished=False)
-    with (ref.dir / "metrics.jsonl").open("a") as f:
+    with ref.folder.metrics_file.open("a") as f:
         f.write('{"epoch": 3, "train_lo')
-    assert [e["epoch"] for e in read_epochs(ref.dir)] == [1, 2]
+    assert [e["epoch"] for e in ref.folder.epochs()] == [1, 2]
 
 
 def test_parquet_one_file_per_trial_rewritten_not_appended(tmp_path):
     refs = [make_trial_folder(tmp_path, f"t{i}") for i in range(2)]
-    result = json.loads((refs[0].dir / "result.json").read_text())
+    result = refs[0].folder.result()
     for ref in refs:
         parquet_store.write_trial(tmp_path, ref.trial_id, *_rows(ref, result))
     parquet_store.write_trial(tmp_path, refs[0].trial_id, *_rows(refs[0], result, run_id="again"))
@@ -86,7 +87,7 @@ def test_parquet_one_file_per_trial_rewritten_not_appended(tmp_path):
 
 def test_export_is_readable_by_pandas_and_duckdb(tmp_path):
     refs = [make_trial_folder(tmp_path, f"t{i}") for i in range(3)]
-    result = json.loads((refs[0].dir / "result.json").read_text())
+    result = refs[0].folder.result()
     for ref in refs:
         parquet_store.write_trial(tmp_path, ref.trial_id, *_rows(ref, result))
     dest = tmp_path / "all.parquet"
@@ -104,15 +105,15 @@ def test_mlflow_runs_on_a_real_server(mlflow_server, tmp_path):  # noqa: F811
     store = MlflowStore(mlflow_server, "tracking-test", tmp_path)
     run_id, terminated = store.child_run(done, CONFIG)
     assert not terminated
-    epochs = read_epochs(done.dir)
+    epochs = done.folder.epochs()
     store.log_epochs(run_id, epochs[:2])
     store.log_epochs(run_id, epochs)  # relayed again after a retry: no step twice
-    result = json.loads((done.dir / "result.json").read_text())
+    result = done.folder.result()
     store.finish_child(done, run_id, result, ["nevus", "melanoma", "other"])
 
     killed = make_trial_folder(tmp_path, "killed1", finished=False)
     killed_run, _ = store.child_run(killed, CONFIG)
-    store.log_epochs(killed_run, read_epochs(killed.dir)[:2])  # then the driver dies
+    store.log_epochs(killed_run, killed.folder.epochs()[:2])  # then the driver dies
 
     client = MlflowClient(mlflow_server)
     run = client.get_run(run_id)
@@ -133,7 +134,7 @@ def test_mlflow_runs_on_a_real_server(mlflow_server, tmp_path):  # noqa: F811
     assert resumed.child_run(done, CONFIG) == (run_id, True)
     again, terminated = resumed.child_run(killed, CONFIG)
     assert (again, terminated) == (killed_run, False)
-    resumed.log_epochs(again, read_epochs(killed.dir))
+    resumed.log_epochs(again, killed.folder.epochs())
     steps = [m.step for m in client.get_metric_history(killed_run, "val_balanced_accuracy")]
     assert sorted(steps) == [1, 2, 3]
     exp = client.get_experiment_by_name("tracking-test")

@@ -3,7 +3,6 @@ from a checkpoint whose metrics line was not yet written, divergence, the requeu
 during a checkpoint write."""
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -15,7 +14,8 @@ import torch
 from trainer_setup import comparable, data_dir, read_lines, trial_config  # noqa: F401 (fixture)
 
 from attnsweep.pipelines.trial import checkpoint
-from attnsweep.pipelines.trial.trainer import BEST, CHECKPOINT, CONFIG, METRICS, RESULT, lr_scheduler, train
+from attnsweep.pipelines.trial.folder import BEST, CHECKPOINT, CONFIG, METRICS, RESULT, TrialFolder, uninterrupted
+from attnsweep.pipelines.trial.trainer import lr_scheduler, train
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_trial_folder_selection_and_determinism(finished, tmp_path):
 
     for name in (CONFIG, METRICS, CHECKPOINT, BEST, RESULT):
         assert (folder / name).is_file(), name
-    assert json.loads((folder / RESULT).read_text()) == a
+    assert TrialFolder(folder).result() == a
     assert a["status"] == "ok" and a["world_size"] == 1 and a["epochs_run"] == 3 and len(a["hosts"]) == 1
     assert set(a["metrics"]) == {"val", "test"}
     for m in a["metrics"].values():
@@ -96,7 +96,7 @@ def test_nan_loss_ends_the_trial_as_diverged(data_dir, tmp_path):  # noqa: F811
     assert result["status"] == "diverged"
     assert result["metrics"] == {}
     assert result["epochs_run"] < 3
-    assert json.loads((tmp_path / RESULT).read_text())["status"] == "diverged"
+    assert TrialFolder(tmp_path).result()["status"] == "diverged"
     assert len(read_lines(tmp_path)) == result["epochs_run"]  # only finite epochs are lines
 
 
@@ -129,9 +129,9 @@ def test_the_requeue_signal_waits_for_a_checkpoint_write(tmp_path):
     previous = signal.signal(signal.SIGUSR2, exit_like_submitit)
     state, written = {"w": torch.randn(500, 500)}, []
     try:
-        with pytest.raises(SystemExit), checkpoint.uninterrupted():
+        with pytest.raises(SystemExit), uninterrupted():
             os.kill(os.getpid(), signal.SIGUSR2)
-            with checkpoint.uninterrupted():  # nested: the signal is still held, and runs once
+            with uninterrupted():  # nested: the signal is still held, and runs once
                 checkpoint.save(tmp_path / "state.pt", state)
             written.append(True)
     finally:

@@ -3,15 +3,15 @@ test module), a trial config small enough for a few seconds of CPU per epoch, an
 stops a job at a known epoch so a test kills, cancels or preempts it there, not by timing."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import pytest
 
 from attnsweep.data import DatasetSpec, SplitSpec, prepare
+from attnsweep.pipelines.config.trial_config import TrialConfig
+from attnsweep.pipelines.trial.folder import TrialFolder
 from attnsweep.pipelines.trial.hold import AFTER_EPOCH_ENV, DIR_ENV
-from attnsweep.pipelines.trial.trainer import METRICS, TrialConfig
 
 SYNTH = DatasetSpec(format="synthderm", options={"n": 240})
 SPLITS = SplitSpec(search_splits=1, repeat_splits=1)
@@ -32,8 +32,7 @@ def trial_config(data_dir: Path, **overrides) -> TrialConfig:
 
 
 def read_lines(trial_dir: Path) -> list[dict]:
-    path = trial_dir / METRICS
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return TrialFolder(trial_dir).epochs()
 
 
 def comparable(lines: list[dict]) -> list[dict]:

@@ -48,6 +48,7 @@ def check(
     from attnsweep.data import DataError, DatasetSpec
     from attnsweep.data.cache import default_workers
     from attnsweep.data.check import check as run_check
+    from attnsweep.pipelines.config.errors import one_line
 
     if fmt not in FORMATS:
         _fail(f"FORMAT: unknown format {fmt!r}; known: {', '.join(FORMATS)}")
@@ -55,8 +56,7 @@ def check(
         spec = DatasetSpec(format=fmt, root=root, metadata=metadata, options=_parse_options(option))
         report = run_check(spec, decode=decode, workers=workers or default_workers())
     except ValidationError as e:
-        err = e.errors()[0]
-        _fail(f"{'.'.join(map(str, err['loc'])) or fmt}: {err['msg'].removeprefix('Value error, ')}")
+        _fail(one_line(e, fmt))
     except DataError as e:
         _fail(str(e))
     table = report.table()

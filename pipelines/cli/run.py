@@ -26,7 +26,7 @@ def run(
     from pydantic import ValidationError
 
     from attnsweep.pipelines.config.study import StudyError, load_study
-    from attnsweep.pipelines.config.trial_config import one_line
+    from attnsweep.pipelines.config.errors import one_line
 
     try:
         study = load_study(study_file)
@@ -96,7 +96,7 @@ def print_plan(study) -> None:
     from rich.table import Table
 
     from attnsweep.pipelines.sweep import estimate
-    rows = estimate.plan(study)
+    rows = estimate.phase_work(study)
     images = estimate.pool_images(study)
     table = Table(title=f"{study.name}: plan ({study.dataset_label}, {study.image_size}px, executor "
                         f"{study.executor.kind}, {study.max_concurrent} trials at once)")

@@ -1,9 +1,30 @@
-"""`attnsweep train`: one trial on one split, through an executor; prints its result.json path."""
+"""`attnsweep train`: one trial on one split, through an executor; prints its result.json path.
+
+Its options are generated from the fields of `TrialConfig` and of the executor's
+`SlurmResources` (name, type, default, help from the field's description): a new training setting
+is a new option without an edit here. Only what the models do not hold is written out: the
+dataset (`--dataset`, `--dataset-option`), the executor kind and ranks, `--sbatch`, `--out`."""
 from __future__ import annotations
 
+import inspect
+import types
+import typing
 from pathlib import Path
+from typing import Any, Literal, Optional
 
 import typer
+from pydantic.fields import FieldInfo
+
+from attnsweep.pipelines.config.executor import SlurmResources
+from attnsweep.pipelines.config.trial_config import TrialConfig
+
+# TrialConfig fields set from other options (--dataset, --out) or that a single run leaves alone.
+NOT_OPTIONS = {"dataset", "ood", "splits", "data_dir", "extra"}
+# Defaults of a quick single run where they differ from a study's (TrialConfig's) defaults.
+DEFAULTS = {"epochs": 10, "lr": 0.1, "weight_decay": 1e-4, "batch_size": 32, "split": "repeat-0"}
+FLAGS = {"num_workers": "--loader-workers"}  # `--workers` is the executor's
+HELP = {"split": "Split name (search-K, repeat-K), or K for repeat-K.",
+        "timeout_min": "Time limit of one job (slurm and local)."}
 
 
 def _key_values(items: list[str], option: str) -> dict:
@@ -25,73 +46,83 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def train(
-    model: str = typer.Option(..., "--model", help="Model variant, e.g. resnet18 or resnet18+ga."),
-    dataset: str = typer.Option("synthderm", "--dataset", help="synthderm or FORMAT:ROOT."),
-    dataset_option: list[str] = typer.Option([], "--dataset-option", help="Format option KEY=VALUE (e.g. n=300)."),
-    image_size: int = typer.Option(224, "--image-size"),
-    epochs: int = typer.Option(10, "--epochs"),
-    lr: float = typer.Option(0.1, "--lr"),
-    weight_decay: float = typer.Option(1e-4, "--weight-decay"),
-    batch_size: int = typer.Option(32, "--batch-size", help="Global batch, split over the ranks."),
-    optimizer: str = typer.Option("sgd", "--optimizer", help="sgd or adamw."),
-    momentum: float = typer.Option(0.9, "--momentum"),
-    schedule: str = typer.Option("constant", "--schedule", help="step, multistep, cosine or constant."),
-    step_size: int = typer.Option(30, "--step-size", help="step: epochs between decays."),
-    milestones: str = typer.Option("0.3,0.6,0.9", "--milestones", help="multistep: fractions of the epochs."),
-    gamma: float = typer.Option(0.1, "--gamma", help="step/multistep: decay factor."),
-    augmentation: str = typer.Option("none", "--augmentation", help="none, flip_rot20 or perez2018."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (GPU)."),
-    pretrained: str = typer.Option(None, "--pretrained", help="Pretrained weights (see attnsweep models)."),
-    selection_metric: str = typer.Option("balanced_accuracy", "--selection-metric"),
-    split: str = typer.Option("repeat-0", "--split", help="Split name (search-K, repeat-K), or K for repeat-K."),
-    seed: int = typer.Option(0, "--seed"),
-    loader_workers: int = typer.Option(0, "--loader-workers", help="DataLoader processes per rank."),
-    executor: str = typer.Option("debug", "--executor", help="debug, local or slurm."),
-    workers: int = typer.Option(1, "--workers", help="local: processes (DDP ranks)."),
-    partition: str = typer.Option(None, "--partition"),
-    nodes: int = typer.Option(1, "--nodes"),
-    tasks_per_node: int = typer.Option(1, "--tasks-per-node"),
-    gpus_per_node: int = typer.Option(0, "--gpus-per-node"),
-    cpus_per_task: int = typer.Option(1, "--cpus-per-task"),
-    mem_gb: float = typer.Option(None, "--mem-gb"),
-    timeout_min: int = typer.Option(60, "--timeout-min", help="Time limit of one job (slurm and local)."),
-    account: str = typer.Option(None, "--account"),
-    qos: str = typer.Option(None, "--qos"),
-    constraint: str = typer.Option(None, "--constraint"),
-    signal_delay_s: int = typer.Option(90, "--signal-delay-s"),
-    sbatch: list[str] = typer.Option([], "--sbatch", help="Extra sbatch flag KEY=VALUE."),
-    out: Path = typer.Option(..., "--out", help="Output folder: data/ and trials/ go here."),
-) -> None:
+def _option(name: str, field: FieldInfo) -> inspect.Parameter:
+    """A typer option for one model field. Literal choices and tuples are passed as text (a tuple
+    comma-separated) and validated by the model, so a bad value is its one-line error."""
+    ann = field.annotation
+    args = [a for a in typing.get_args(ann) if a is not type(None)]
+    optional = typing.get_origin(ann) in (typing.Union, types.UnionType) and len(args) == 1
+    base = args[0] if optional else ann
+    help_text = HELP.get(name) or _sentence(field.description or "")
+    if typing.get_origin(base) is Literal:
+        choices = ", ".join(map(str, typing.get_args(base)))
+        help_text, base = f"{help_text} One of: {choices}.".strip(), str
+    elif typing.get_origin(base) is tuple:
+        help_text, base = f"{help_text} Comma-separated.".strip(), str
+    default = DEFAULTS.get(name, field.default)
+    if field.is_required() and name not in DEFAULTS:
+        default = ...
+    elif isinstance(default, tuple):
+        default = ",".join(map(str, default))
+    flag = FLAGS.get(name, "--" + name.replace("_", "-"))
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[base] if optional else base,
+                             default=typer.Option(default, flag, help=help_text or None, show_default=True))
+
+
+def _sentence(text: str) -> str:
+    return f"{text[:1].upper()}{text[1:]}." if text else ""
+
+
+def _fields(model: type) -> dict[str, FieldInfo]:
+    return {name: f for name, f in model.model_fields.items() if name not in NOT_OPTIONS}
+
+
+TRIAL_FIELDS, SLURM_FIELDS = _fields(TrialConfig), _fields(SlurmResources)
+_OWN = [  # the options no model holds
+    inspect.Parameter("dataset", inspect.Parameter.KEYWORD_ONLY, annotation=str,
+                      default=typer.Option("synthderm", "--dataset", help="synthderm or FORMAT:ROOT.")),
+    inspect.Parameter("dataset_option", inspect.Parameter.KEYWORD_ONLY, annotation=list[str],
+                      default=typer.Option([], "--dataset-option", help="Format option KEY=VALUE (e.g. n=300).")),
+    inspect.Parameter("executor", inspect.Parameter.KEYWORD_ONLY, annotation=str,
+                      default=typer.Option("debug", "--executor", help="debug, local or slurm.")),
+    inspect.Parameter("workers", inspect.Parameter.KEYWORD_ONLY, annotation=int,
+                      default=typer.Option(1, "--workers", help="local: processes (DDP ranks).")),
+    inspect.Parameter("sbatch", inspect.Parameter.KEYWORD_ONLY, annotation=list[str],
+                      default=typer.Option([], "--sbatch", help="Extra sbatch flag KEY=VALUE.")),
+    inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Path,
+                      default=typer.Option(..., "--out", help="Output folder: data/ and trials/ go here.")),
+]
+
+
+def train(**options: Any) -> None:
     """Train one trial on one split and print the path of its result.json."""
     from pydantic import ValidationError
 
     from attnsweep.data import DatasetSpec, prepare
     from attnsweep.data.errors import DataError
-    from attnsweep.pipelines.trial import checkpoint
-    from attnsweep.pipelines.trial.executors import ExecutorSpec, submit, validate
-    from attnsweep.pipelines.trial.trainer import RESULT
-    from attnsweep.pipelines.config.trial_config import TrialConfigError, one_line, parse
+    from attnsweep.pipelines.config.errors import one_line
+    from attnsweep.pipelines.config.executor import ExecutorSpec
+    from attnsweep.pipelines.config.trial_config import TrialConfigError, parse
+    from attnsweep.pipelines.trial.executors import submit, validate
+    from attnsweep.pipelines.trial.folder import TrialFolder
 
+    dataset, out = options["dataset"], options["out"]
     try:
         spec = DatasetSpec.parse(dataset).model_dump(mode="json")
     except ValidationError as err:
         _fail(one_line(err, f"--dataset {dataset}"))
+    trial = {name: options[name] for name in TRIAL_FIELDS}
+    split = trial["split"]
+    trial["split"] = f"repeat-{split}" if split.isdigit() else split
+    for name, f in TRIAL_FIELDS.items():
+        if typing.get_origin(f.annotation) is tuple:
+            trial[name] = [v for v in trial[name].split(",") if v]
     try:
-        spec["options"] = _key_values(dataset_option, "--dataset-option")
-        cfg = parse({
-            "model": model, "dataset": spec, "split": f"repeat-{split}" if split.isdigit() else split,
-            "image_size": image_size, "epochs": epochs, "lr": lr, "weight_decay": weight_decay,
-            "batch_size": batch_size, "optimizer": optimizer, "momentum": momentum, "schedule": schedule,
-            "step_size": step_size, "milestones": [m for m in milestones.split(",") if m],
-            "gamma": gamma, "augmentation": augmentation, "seed": seed, "pretrained": pretrained,
-            "precision": precision, "selection_metric": selection_metric, "num_workers": loader_workers,
-            "data_dir": str(out / "data"),
-        }, source="attnsweep train")
-        ex = ExecutorSpec(kind=executor, workers=workers, slurm=dict(
-            partition=partition, nodes=nodes, tasks_per_node=tasks_per_node, gpus_per_node=gpus_per_node,
-            cpus_per_task=cpus_per_task, mem_gb=mem_gb, timeout_min=timeout_min, account=account, qos=qos,
-            constraint=constraint, signal_delay_s=signal_delay_s, extra=_key_values(sbatch, "--sbatch")))
+        spec["options"] = _key_values(options["dataset_option"], "--dataset-option")
+        cfg = parse({**trial, "dataset": spec, "data_dir": str(out / "data")}, source="attnsweep train")
+        slurm = {name: options[name] for name in SLURM_FIELDS}
+        ex = ExecutorSpec(kind=options["executor"], workers=options["workers"],
+                          slurm={**slurm, "extra": _key_values(options["sbatch"], "--sbatch")})
         trial_dir = out / "trials" / "train" / cfg.model / cfg.hash()
         validate(cfg, ex)
         prepare(cfg.dataset, cfg.splits, cfg.image_size, out, ood=cfg.ood)
@@ -100,11 +131,17 @@ def train(
         _fail(one_line(err, "attnsweep train: executor"))
     except (TrialConfigError, DataError) as err:
         _fail(str(err))
-    typer.echo(f"submitted {executor} job {job.job_id}: {trial_dir}", err=True)
+    typer.echo(f"submitted {options['executor']} job {job.job_id}: {trial_dir}", err=True)
     job.exception()  # waits; unlike result(), never drops a debug job into pdb
-    result_path = trial_dir / RESULT
-    result = checkpoint.read_json(result_path) if result_path.exists() else {"status": "failed"}
+    folder = TrialFolder(trial_dir)
+    result = folder.result() or {"status": "failed"}
     if result["status"] == "failed":
         error = " ".join(str(result.get("error", "no result.json")).splitlines())
-        _fail(f"trial failed: {error} (logs: {trial_dir / 'submitit'})", code=1)
-    typer.echo(str(result_path))
+        _fail(f"trial failed: {error} (logs: {folder.submitit_dir})", code=1)
+    typer.echo(str(folder.result_file))
+
+
+# typer reads the options from the signature: one per field, then the command's own.
+_PARAMS = [_option(n, f) for n, f in {**TRIAL_FIELDS, **SLURM_FIELDS}.items()] + _OWN
+train.__signature__ = inspect.Signature(_PARAMS)
+train.__annotations__ = {p.name: p.annotation for p in _PARAMS}

@@ -10,9 +10,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from attnsweep.data import DatasetSpec, SplitSpec
-from attnsweep.pipelines.trial.executors import ExecutorSpec
-from attnsweep.pipelines.report.stats import StatsSettings
-from attnsweep.pipelines.config.trial_config import TrialConfig, one_line
+from attnsweep.pipelines.config.executor import ExecutorSpec
+from attnsweep.pipelines.config.stats_settings import StatsSettings
+from attnsweep.pipelines.config.errors import one_line
+from attnsweep.pipelines.config.trial_config import TrialConfig
 
 # TrialConfig fields a study sets per trial; every other field is a shared training setting.
 PER_TRIAL_FIELDS = {"model", "dataset", "ood", "splits", "split", "image_size", "lr", "weight_decay", "data_dir"}

@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from attnsweep.data import DatasetSpec, SplitSpec
+from attnsweep.pipelines.config import selection
+from attnsweep.pipelines.config.errors import one_line
 
 
 # Fields added after studies were run, with their defaults: a configuration's identity leaves them
@@ -24,11 +26,11 @@ class TrialConfigError(ValueError):
 class TrialConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str
+    model: str = Field(description="model variant, e.g. resnet18 or resnet18+ga")
     dataset: DatasetSpec
     ood: dict[str, DatasetSpec] = Field(default_factory=dict)
     splits: SplitSpec = Field(default_factory=SplitSpec)
-    split: str = "search-0"
+    split: str = Field("search-0", description="split name (search-K, repeat-K)")
     image_size: int = Field(224, ge=16)
     stem: Literal["imagenet", "small"] = Field(
         "imagenet", description="ResNets: `small` is the 3x3 stride-1 stem without max-pool of the 28-32 px papers")
@@ -38,16 +40,16 @@ class TrialConfig(BaseModel):
     batch_size: int = Field(ge=1, description="global batch, split evenly over the ranks")
     optimizer: Literal["sgd", "adamw"] = "sgd"
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum; AdamW's beta1")
-    # step: x gamma every step_size epochs; multistep: x gamma at these fractions of the epochs.
-    schedule: Literal["step", "multistep", "cosine", "constant"] = "constant"
-    step_size: int = Field(30, ge=1)
-    milestones: tuple[float, ...] = (0.3, 0.6, 0.9)
-    gamma: float = Field(0.1, gt=0, le=1)
+    schedule: Literal["step", "multistep", "cosine", "constant"] = Field("constant", description="learning-rate schedule")
+    step_size: int = Field(30, ge=1, description="step: epochs between decays (x gamma)")
+    milestones: tuple[float, ...] = Field((0.3, 0.6, 0.9), description="multistep: fractions of the epochs (x gamma)")
+    gamma: float = Field(0.1, gt=0, le=1, description="step/multistep: decay factor")
     augmentation: Literal["none", "flip_rot20", "perez2018"] = "none"
     seed: int = 0
-    pretrained: str | None = None
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    selection_metric: Literal["balanced_accuracy", "accuracy", "auc_roc", "loss"] = "balanced_accuracy"
+    pretrained: str | None = Field(None, description="pretrained weights (see attnsweep models)")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="numeric precision (autocast); fp16 needs a GPU")
+    selection_metric: selection.Metric = Field(selection.DEFAULT, description="validation metric that selects "
+                                                                              "the epoch and the configuration")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank")
     data_dir: Path | None = Field(None, description="prepared data (attnsweep.data.prepare); "
                                                     "None: prepared into the trial folder")
@@ -89,16 +91,6 @@ class TrialConfig(BaseModel):
     def hash(self) -> str:
         """Identifies the trial's configuration (a stable folder name for one trial)."""
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def one_line(err: ValidationError, source: str = "trial config") -> str:
-    """The first error of a pydantic ValidationError as `source: field: message (got value)`."""
-    e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"])
-    msg = e["msg"].removeprefix("Value error, ")
-    got = "" if e["type"] in ("value_error", "missing") else f" (got {e['input']!r})"
-    where = f"{loc}: " if loc else ""
-    return f"{source}: {where}{msg}{got}"
 
 
 def parse(data: dict, source: str = "trial config") -> TrialConfig:

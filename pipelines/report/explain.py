@@ -7,7 +7,6 @@ Reads the study folder only: the result rows pick the trial, its `config.json` n
 split and prepared data, `best.pt` holds the selected weights."""
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnsweep.pipelines.report.study_folder import StudyFolder, StudyFolderError
+from attnsweep.pipelines.trial.folder import TrialFolder
 
 BATCH = 16
 METHODS = ["Grad-CAM", "GA map", "ViT attention"]
@@ -110,9 +110,9 @@ def _trial_dirs(folder: StudyFolder) -> dict[str, dict[str, Path]]:
     ok = r[(r["phase"] == "repeat") & (r["status"] == "ok")].drop_duplicates(["variant", "split"])
     out: dict[str, dict[str, Path]] = {}
     for row in ok.itertuples():
-        d = folder.out / "trials" / "repeat" / row.variant / row.trial_id
-        if (d / "best.pt").exists() and (d / "config.json").exists():
-            out.setdefault(row.variant, {})[row.split] = d
+        trial = TrialFolder(folder.out / "trials" / "repeat" / row.variant / row.trial_id)
+        if trial.best_file.exists() and trial.config_file.exists():
+            out.setdefault(row.variant, {})[row.split] = trial.path
     return out
 
 
@@ -129,7 +129,7 @@ def _pick_split(dirs: dict[str, dict[str, Path]]) -> str | None:
 def _load_images(folder: StudyFolder, trial: Path, cfg: dict, n: int):
     from attnsweep.data import load_split, make_dataset
 
-    data_dir = Path(cfg["data_dir"]) if cfg.get("data_dir") else trial / "data"
+    data_dir = Path(cfg["data_dir"]) if cfg.get("data_dir") else TrialFolder(trial).data_dir
     if not data_dir.exists():  # the study folder moved: its prepared data sits beside the trials
         data_dir = folder.out / "data"
     split = load_split(data_dir, cfg["split"])
@@ -150,11 +150,11 @@ def explain_variant(folder: StudyFolder, trial: Path, n: int) -> tuple[list[Expl
     from attnsweep.models import create, parse_name
     from attnsweep.pipelines.trial.checkpoint import load as load_weights
 
-    cfg = json.loads((trial / "config.json").read_text())
+    cfg = TrialFolder(trial).config()
     x, n_classes, raw, names = _load_images(folder, trial, cfg, n)
     model = create(cfg["model"], num_classes=len(names), image_size=cfg["image_size"],
                    stem=cfg.get("stem", "imagenet"))
-    model.load_state_dict(load_weights(trial / "best.pt"))  # torch.load(weights_only=True)
+    model.load_state_dict(load_weights(TrialFolder(trial).best_file))  # torch.load(weights_only=True)
     out = []
     for method, fn in methods_for(model, parse_name(cfg["model"])[1]).items():
         maps = fn(model, x)

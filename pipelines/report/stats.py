@@ -1,22 +1,21 @@
 """Statistics over the repeat phase: each variant against its baseline, per dataset, evaluated set
 and metric (mean +- std, Welch / paired / corrected resampled t-tests, Holm, Hedges' g, CI).
 
-Reads result rows (the `<out>/results/` schema), nothing else. The settings are a small pydantic
-model that the study schema embeds under `stats:`."""
+Reads result rows (the `<out>/results/` schema), nothing else. The settings (`stats:` of a study)
+are `config.stats_settings.StatsSettings`."""
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats as sps
 from statsmodels.stats.meta_analysis import effectsize_smd
 from statsmodels.stats.multitest import multipletests
 
-Metric = Literal["balanced_accuracy", "accuracy", "auc_roc"]
+from attnsweep.pipelines.config.stats_settings import StatsSettings
+
 TEST_NAMES = {
     "corrected": "Nadeau-Bengio corrected resampled t-test",
     "welch": "Welch's t-test",
@@ -28,23 +27,6 @@ COMPARISON_COLUMNS = [
     "baseline_std", "diff", "p_welch", "p_paired", "p_corrected", "p_holm", "hedges_g", "ci_low",
     "ci_high", "significant", "excluded_runs",
 ]
-
-
-class StatsSettings(BaseModel):
-    """`stats:` section of a study file."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    metrics: list[Metric] = Field(default_factory=lambda: ["balanced_accuracy"], min_length=1)
-    # The test whose p-value marks significance; `welch` (with correction: none) reproduces paper 002.
-    significance: Literal["corrected", "welch", "paired"] = "corrected"
-    # Holm across the comparisons of one table (one metric); `none` uses the raw p-value.
-    correction: Literal["holm", "none"] = "holm"
-    alpha: float = Field(0.05, gt=0, lt=1)
-    # variant -> baseline variant; a variant not listed is compared to its backbone.
-    baselines: dict[str, str] = Field(default_factory=dict)
-    # images per explanation mean map (paper 002 uses 500)
-    explain_images: int = Field(500, ge=1)
 
 
 def _no_difference(a: np.ndarray, b: np.ndarray) -> bool:

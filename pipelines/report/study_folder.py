@@ -13,7 +13,8 @@ import yaml
 from pydantic import ValidationError
 
 from attnsweep.pipelines.store.results_schema import EPOCHS_SCHEMA, RESULTS_SCHEMA
-from attnsweep.pipelines.report.stats import StatsSettings
+from attnsweep.pipelines.config.errors import one_line
+from attnsweep.pipelines.config.stats_settings import StatsSettings
 
 
 class StudyFolderError(ValueError):
@@ -88,9 +89,7 @@ def _read_study(path: Path) -> tuple[dict, StatsSettings]:
     try:
         settings = StatsSettings.model_validate(study.get("stats") or {})
     except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in ("stats", *err["loc"]))
-        raise StudyFolderError(f"{path}: {where}: {err['msg']} (got {err.get('input')!r})") from None
+        raise StudyFolderError(one_line(e, str(path), under=("stats",))) from None
     return study, settings
 
 

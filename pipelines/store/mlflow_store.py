@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from attnsweep.pipelines.store.result_rows import METRIC_KEYS, TrialRef
+from attnsweep.pipelines.config.selection import METRICS
+from attnsweep.pipelines.store.result_rows import TrialRef
 
 # status of a trial -> the MLflow run status it ends with
 RUN_STATUS = {"ok": "FINISHED", "diverged": "FINISHED", "stopped": "KILLED", "failed": "FAILED"}
@@ -123,7 +124,7 @@ class MlflowStore:
         for e in new:
             values = {"train_loss": e.get("train_loss"), "lr": e.get("lr"), "epoch_seconds": e.get("seconds"),
                       "images_per_s": e.get("images_per_s")}
-            values.update({f"val_{k}": (e.get("val") or {}).get(k) for k in METRIC_KEYS})
+            values.update({f"val_{k}": (e.get("val") or {}).get(k) for k in METRICS})
             metrics += [Metric(k, float(v), now, e["epoch"]) for k, v in values.items() if v is not None]
         self.client.log_batch(run_id, metrics=metrics)
         self._last_step[run_id] = new[-1]["epoch"]
@@ -138,16 +139,16 @@ class MlflowStore:
         metrics = [
             Metric(f"final_{eval_set.replace(':', '_')}_{k}", float(m[k]), now, 0)
             for eval_set, m in (result.get("metrics") or {}).items()
-            for k in METRIC_KEYS
+            for k in METRICS
             if m.get(k) is not None
         ]
         tags = [RunTag(TAG + "status", result["status"])]
         if result.get("best_epoch") is not None:
             metrics.append(Metric("best_epoch", float(result["best_epoch"]), now, 0))
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
-        for name in ("config.json", "result.json"):
-            if (ref.dir / name).exists():
-                self.client.log_artifact(run_id, str(ref.dir / name))
+        for path in (ref.folder.config_file, ref.folder.result_file):
+            if path.exists():
+                self.client.log_artifact(run_id, str(path))
         for eval_set, m in (result.get("metrics") or {}).items():
             if m.get("confusion_matrix"):
                 self.client.log_figure(run_id, _confusion_figure(m["confusion_matrix"], class_names, eval_set),

@@ -4,26 +4,21 @@ Each file is written to a temporary name and renamed, so a crash never leaves a 
 writing a trial again replaces its rows instead of adding them."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from attnsweep.data.atomic import replacing
 from attnsweep.pipelines.store.results_schema import EPOCHS_SCHEMA, RESULTS_SCHEMA, to_table
 
 RESULTS_DIR, EPOCHS_DIR = "results", "epochs"
 
 
 def _write_atomic(table: pa.Table, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with replacing(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -1,17 +1,18 @@
 """Result rows of one trial folder (one configuration trained on one split): the `<out>/results/`
 rows (one per evaluated set) and the `<out>/epochs/` rows (one per finished epoch), shaped by
-`results_schema`. Pure functions of what the trainer wrote (`config.json`, `metrics.jsonl`,
-`result.json`), so the writer and a resume produce the same rows."""
+`results_schema`. Pure functions of what the trainer wrote into the trial folder (its config,
+epochs and result: `TrialFolder`), so the writer and a resume produce the same rows."""
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-METRIC_KEYS = ("balanced_accuracy", "accuracy", "auc_roc", "loss")
+from attnsweep.pipelines.config.selection import METRICS
+from attnsweep.pipelines.trial.folder import TrialFolder
+
 
 
 @dataclass(frozen=True)
@@ -29,30 +30,9 @@ class TrialRef:
     config_hash: str
     dir: Path
 
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-
-
-def read_epochs(trial_dir: Path) -> list[dict[str, Any]]:
-    """The finished epochs of `metrics.jsonl`. A last line without its newline is an epoch the
-    trainer is still writing: it is left for the next read."""
-    path = trial_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    text = path.read_text()
-    complete = text[: text.rfind("\n") + 1]
-    epochs = []
-    for n, line in enumerate(complete.splitlines(), 1):
-        if line.strip():
-            try:
-                epochs.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-    return epochs
+    @property
+    def folder(self) -> TrialFolder:
+        return TrialFolder(self.dir)
 
 
 def _metric(values: dict[str, Any] | None, key: str) -> float | None:
@@ -94,7 +74,7 @@ def result_rows(
                 "epochs": config["epochs"],
                 "best_epoch": result.get("best_epoch"),
                 "status": result["status"],
-                **{k: _metric(m, k) for k in METRIC_KEYS},
+                **{k: _metric(m, k) for k in METRICS},
                 "n_samples": (m or {}).get("n_samples"),
                 "n_train": result.get("n_train"),
                 "params": result.get("params"),
@@ -123,7 +103,7 @@ def epoch_rows(ref: TrialRef, config: dict[str, Any], epochs: Sequence[dict[str,
             "lr": float(config["lr"]),
             "weight_decay": float(config["weight_decay"]),
             "train_loss": _metric(e, "train_loss"),
-            **{f"val_{k}": _metric(e.get("val"), k) for k in METRIC_KEYS},
+            **{f"val_{k}": _metric(e.get("val"), k) for k in METRICS},
             "seconds": _metric(e, "seconds"),
         }
         for e in epochs

@@ -1,5 +1,5 @@
-"""The plan of a study and its estimated compute time (`attnsweep run --dry-run`), without data,
-downloads or training: forward FLOPs per image are counted by `torch.utils.flop_counter` on the
+"""The work of a study per variant and phase (its plan, `plan.py`, counted) and its estimated
+compute time (`attnsweep run --dry-run`), without data, downloads or training: forward FLOPs per image are counted by `torch.utils.flop_counter` on the
 meta device; a training step costs about three forwards (forward + backward)."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ STARTUP_S = {"debug": 2.0, "local": 6.0, "slurm": 15.0}
 
 
 @dataclass(frozen=True)
-class PhasePlan:
+class PhaseWork:
     variant: str
     phase: str
     configs: int
@@ -51,7 +51,7 @@ def _num_classes(study: Study) -> int:
     return 3
 
 
-def plan(study: Study) -> list[PhasePlan]:
+def phase_work(study: Study) -> list[PhaseWork]:
     from attnsweep.models.factory import check_input_size
 
     rows = []
@@ -60,8 +60,8 @@ def plan(study: Study) -> list[PhasePlan]:
         check_input_size(v, study.image_size, study.train.stem)  # one line before any job, as the run's preflight
         g = forward_gflops(v, study.image_size, n_classes, study.train.stem)
         if study.splits.search_splits:
-            rows.append(PhasePlan(v, "search", study.search.n_configs(), study.splits.search_splits, study.train.epochs, g))
-        rows.append(PhasePlan(v, "repeat", 1, study.splits.repeat_splits, study.train.epochs, g))
+            rows.append(PhaseWork(v, "search", study.search.n_configs(), study.splits.search_splits, study.train.epochs, g))
+        rows.append(PhaseWork(v, "repeat", 1, study.splits.repeat_splits, study.train.epochs, g))
     return rows
 
 
@@ -78,7 +78,7 @@ def device_kind(study: Study) -> str:
     return "gpu" if ex.kind == "slurm" and ex.slurm.gpus_per_node > 0 else "cpu"
 
 
-def training_seconds(study: Study, p: PhasePlan, images: int) -> float:
+def training_seconds(study: Study, p: PhaseWork, images: int) -> float:
     """One training of one split: epochs of train + validation passes, then test/OOD once."""
     s = study.splits
     n_train = images * (1 - s.val_fraction - s.test_fraction)
@@ -100,7 +100,7 @@ def default_rank_tflops(study: Study) -> float:
     return CPU_CORE_TFLOPS * cores
 
 
-def phase_wall_seconds(study: Study, p: PhasePlan, images: int) -> float:
+def phase_wall_seconds(study: Study, p: PhaseWork, images: int) -> float:
     """Wall time of one phase: on SLURM up to `max_concurrent` trials run side by side (a search
     trial's splits too); a `local` or `debug` executor shares one machine, so jobs add up."""
     parallel = 1

@@ -18,10 +18,11 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
+from attnsweep.data.atomic import write_text
 from attnsweep.pipelines.trial import executors
 from attnsweep.pipelines.sweep.plan import phase_splits
 from attnsweep.pipelines.config.study import LogRange, Study
-from attnsweep.pipelines.sweep.tune_trainable import final_result
+from attnsweep.pipelines.trial.folder import JOBS, TrialFolder
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,11 @@ class StudyOutputs:
 def write_study_file(study: Study, out: Path) -> Path:
     """`<out>/study.yaml`: the validated study as it ran (read by the report), temp + rename."""
     path = out / "study.yaml"
-    tmp = path.with_name(f".study.yaml.{os.getpid()}.tmp")
-    tmp.write_text(yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
-    os.replace(tmp, path)
+    write_text(path, yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
     return path
 
 
-def tune_plan(study: Study) -> dict[tuple[str, str], int]:
+def tune_trial_counts(study: Study) -> dict[tuple[str, str], int]:
     """(variant, phase) -> Tune trials: configurations in the search, splits in the repeat."""
     plan = {}
     for v in study.variants:
@@ -96,9 +95,9 @@ def sigterm_as_interrupt() -> Iterator[None]:
 def cancel_owned_jobs(out: Path, executor) -> list[str]:
     """Cancel every job of this study's unfinished trials that is still queued or running -> their ids."""
     cancelled = []
-    for jobs_file in (out / "trials").glob("*/*/*/jobs.json"):
+    for jobs_file in (out / "trials").glob(f"*/*/*/{JOBS}"):
         trial_dir = jobs_file.parent
-        if final_result(trial_dir) is None:
+        if TrialFolder(trial_dir).final_result() is None:
             job = executors.attach(trial_dir, executor)  # a local job is stopped by attach itself
             if job is not None:
                 job.cancel(check=False)
@@ -113,7 +112,8 @@ def preflight(study: Study, out: Path, data_dir: Path, n_train: int) -> None:
     from pydantic import ValidationError
 
     from attnsweep.pipelines.sweep.plan import make_trial
-    from attnsweep.pipelines.config.trial_config import TrialConfigError, one_line
+    from attnsweep.pipelines.config.errors import one_line
+    from attnsweep.pipelines.config.trial_config import TrialConfigError
 
     s = study.search
     lr = s.lr.low if isinstance(s.lr, LogRange) else s.lr[0]
@@ -158,7 +158,7 @@ def run_study(study: Study, resume: bool = False, console: Console | None = None
     # Ray installs its own SIGTERM handler in ray.init: ours goes on top of it, inside.
     with ray_runtime(study, out), sigterm_as_interrupt():
         try:
-            with Progress(study.name, tune_plan(study), console) as progress:
+            with Progress(study.name, tune_trial_counts(study), console) as progress:
                 for variant in study.variants:
                     if phase_splits(study, "search"):
                         best = run_search(study, out, variant, data_dir, recorder, progress, poll_s)

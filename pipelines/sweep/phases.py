@@ -20,14 +20,16 @@ from pathlib import Path
 import pandas as pd
 from ray import tune
 
+from attnsweep.pipelines.config import selection
 from attnsweep.pipelines.store import parquet_store
 from attnsweep.pipelines.sweep.plan import make_trial, phase_splits
-from attnsweep.pipelines.store.result_rows import read_json
 from attnsweep.pipelines.config.study import LogRange, Study
-from attnsweep.pipelines.sweep.tracking import Recorder, TrackerCallback
-from attnsweep.pipelines.sweep.tune_trainable import DIVERGED_SCORE, SplitsTrainable
+from attnsweep.pipelines.sweep.tracking import Recorder
+from attnsweep.pipelines.sweep.tune_callback import TrackerCallback, finish
+from attnsweep.pipelines.sweep.tune_trainable import VAL_SCORE, SplitsTrainable
+from attnsweep.pipelines.trial.folder import CONFIG, TrialFolder
 
-METRIC, SCORE = "val_balanced_accuracy", "score"
+SCORE = "score"  # the configuration's search score in a Tune result (config.selection)
 
 
 class NoEligibleConfig(RuntimeError):
@@ -39,9 +41,10 @@ def _val_rows(out: Path, phase: str, variant: str) -> pd.DataFrame:
     return rows[(rows["phase"] == phase) & (rows["variant"] == variant) & (rows["eval_set"] == "val")]
 
 
-def config_scores(out: Path, variant: str, n_splits: int) -> pd.DataFrame:
+def config_scores(out: Path, variant: str, n_splits: int, metric: str = selection.DEFAULT) -> pd.DataFrame:
     """One row per fully recorded search configuration: lr, weight_decay, its score for the
-    search (None when a split failed), and whether it may be chosen (every split `ok`)."""
+    search (`selection.search_score` of `metric`; None when a split failed), and whether it may
+    be chosen (every split `ok`)."""
     val = _val_rows(out, "search", variant)
     rows = []
     for _, g in val.groupby("config_hash"):
@@ -50,20 +53,19 @@ def config_scores(out: Path, variant: str, n_splits: int) -> pd.DataFrame:
         statuses = set(g["status"])
         if "failed" in statuses:
             score = None
-        elif "diverged" in statuses:
-            score = DIVERGED_SCORE
         else:
-            score = float(g["balanced_accuracy"].mean())
+            score = selection.search_score([None if pd.isna(v) else float(v) for v in g[metric]], metric,
+                                           diverged="diverged" in statuses)
         rows.append({"lr": float(g["lr"].iloc[0]), "weight_decay": float(g["weight_decay"].iloc[0]),
                      "score": score, "eligible": statuses == {"ok"}})
     return pd.DataFrame(rows, columns=["lr", "weight_decay", "score", "eligible"])
 
 
-def best_config(out: Path, variant: str, n_splits: int) -> dict[str, float]:
-    """The highest mean validation balanced accuracy (at each split's selected epoch) among the
-    configurations whose every split finished `ok`; diverged, failed and stopped ones never win.
-    A tie goes to the smaller lr, then the smaller weight decay (deterministic across resumes)."""
-    scores = config_scores(out, variant, n_splits)
+def best_config(out: Path, variant: str, n_splits: int, metric: str = selection.DEFAULT) -> dict[str, float]:
+    """The highest search score (mean validation `metric` at each split's selected epoch) among
+    the configurations whose every split finished `ok`; diverged, failed and stopped ones never
+    win. A tie goes to the smaller lr, then the smaller weight decay (deterministic across resumes)."""
+    scores = config_scores(out, variant, n_splits, metric)
     ok = scores[scores["eligible"]]
     if ok.empty:
         raise NoEligibleConfig(f"{variant}: no search configuration finished ok on every split (see "
@@ -75,8 +77,8 @@ def best_config(out: Path, variant: str, n_splits: int) -> dict[str, float]:
 def _started_configs(study: Study, out: Path, variant: str, data_dir: Path) -> list[dict[str, float]]:
     """Configurations of this study with a trial folder (from its `config.json`), in start order."""
     found = []
-    for cfg_path in sorted((out / "trials" / "search" / variant).glob("*/config.json"), key=lambda p: p.stat().st_mtime):
-        c = read_json(cfg_path)
+    for cfg_path in sorted((out / "trials" / "search" / variant).glob(f"*/{CONFIG}"), key=lambda p: p.stat().st_mtime):
+        c = TrialFolder(cfg_path.parent).config()
         params = {"lr": float(c["lr"]), "weight_decay": float(c["weight_decay"])}
         trial = make_trial(study, out, "search", variant, c["split"], params["lr"], params["weight_decay"], data_dir)
         if trial.ref.dir == cfg_path.parent and params not in found:  # not a folder of an older study version
@@ -141,9 +143,9 @@ def run_search(study: Study, out: Path, variant: str, data_dir: Path, recorder: 
     started = _started_configs(study, out, variant, data_dir)
     for params in started:  # trials that finished while no driver was recording
         for split in splits:
-            recorder.record_finished(make_trial(study, out, "search", variant, split, params["lr"],
-                                                params["weight_decay"], data_dir))
-    finished = config_scores(out, variant, len(splits))
+            finish(recorder, make_trial(study, out, "search", variant, split, params["lr"],
+                                        params["weight_decay"], data_dir))
+    finished = config_scores(out, variant, len(splits), study.train.selection_metric)
     done = {(r.lr, r.weight_decay) for r in finished.itertuples()}
     in_flight = [p for p in started if (p["lr"], p["weight_decay"]) not in done]
     remaining = study.search.n_configs() - len(finished)
@@ -155,13 +157,13 @@ def run_search(study: Study, out: Path, variant: str, data_dir: Path, recorder: 
         if study.search.asha:
             from ray.tune.schedulers import ASHAScheduler
 
-            scheduler = ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode="max",
+            scheduler = ASHAScheduler(time_attr="training_iteration", metric=VAL_SCORE, mode="max",
                                       max_t=study.train.epochs, grace_period=study.search.asha.grace_period,
                                       reduction_factor=study.search.asha.reduction_factor)
         search_alg, space = _search_alg(study, finished, in_flight[:remaining])
         _tuner(study, out, "search", variant, data_dir, recorder, progress, space, remaining, search_alg,
                scheduler, poll_s).fit()
-    best = best_config(out, variant, len(splits))
+    best = best_config(out, variant, len(splits), study.train.selection_metric)
     recorder.store.finish_parent(variant, "search", best)
     return best
 
@@ -172,7 +174,7 @@ def run_repeat(study: Study, out: Path, variant: str, data_dir: Path, recorder: 
     todo = []
     for split in phase_splits(study, "repeat"):
         trial = make_trial(study, out, "repeat", variant, split, params["lr"], params["weight_decay"], data_dir)
-        if not (recorder.is_recorded(trial) or recorder.record_finished(trial)):
+        if not (recorder.is_recorded(trial) or finish(recorder, trial)):
             todo.append(split)
     if progress:
         progress.already_done(variant, "repeat", study.splits.repeat_splits - len(todo), None)

@@ -1,6 +1,12 @@
 """From a study to its trials: the `TrialConfig` of one configuration on one split, its id and
 folder, and the plan of the whole study (what `--dry-run` prints). The driver and the Tune
-trainable both build trials here, so they agree on every id and folder."""
+trainable both build trials here, so they agree on every id and folder.
+
+Names used throughout: a *trial* is one configuration trained on one split (one trainer run, one
+trial folder, one MLflow child run, one row per evaluated set); a *Tune trial* is one
+configuration as Ray Tune sees it (search: the trials of all search splits in lockstep; repeat:
+one trial); a *rank* is one process of a trial's job (DDP). The *plan* is the trials a study
+trains."""
 from __future__ import annotations
 
 import hashlib

@@ -25,10 +25,10 @@ class Row:
 
 
 class Progress:
-    def __init__(self, title: str, plan: dict[tuple[str, str], int], console: Console | None = None):
-        """`plan`: (variant, phase) -> the number of Tune trials."""
+    def __init__(self, title: str, tune_trial_counts: dict[tuple[str, str], int], console: Console | None = None):
+        """`tune_trial_counts`: (variant, phase) -> the number of Tune trials."""
         self.title = title
-        self.rows = {key: Row(total) for key, total in plan.items()}
+        self.rows = {key: Row(total) for key, total in tune_trial_counts.items()}
         self.console = console or Console()
         self.t0 = time.monotonic()
         self._live = Live(self._table(), console=self.console, refresh_per_second=2, transient=False,

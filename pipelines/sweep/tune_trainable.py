@@ -3,7 +3,7 @@
 It never trains in the Ray worker (except executor `debug`, which runs the job in-process for
 debugging). It submits one job per split, follows the trial folders' `metrics.jsonl` and relays
 the splits in lockstep: step N returns when every split has finished epoch N, with the mean
-validation balanced accuracy over the splits, so ASHA can stop the trial. Stopping the trial
+validation score over the splits (`selection_metric`), so ASHA can stop the trial. Stopping the trial
 cancels its jobs; a retry (`FailureConfig(max_failures)`) re-attaches to jobs still queued or
 running and resubmits the others, which resume from their checkpoints."""
 from __future__ import annotations
@@ -16,33 +16,14 @@ from statistics import fmean
 import submitit
 from ray import tune
 
+from attnsweep.pipelines.config import selection
+from attnsweep.pipelines.config.executor import ExecutorSpec
 from attnsweep.pipelines.trial import executors
-from attnsweep.pipelines.trial.executors import ExecutorSpec
 from attnsweep.pipelines.sweep.plan import Trial, tune_trials
-from attnsweep.pipelines.store.result_rows import read_epochs, read_json
+from attnsweep.pipelines.trial.folder import TrialFolder
 from attnsweep.pipelines.config.study import Study
-from attnsweep.pipelines.trial.trainer import FINAL_STATUSES, RESULT
 
-# What a diverged configuration scores: the floor of balanced accuracy, so the search learns to
-# avoid its region (a NaN would make Optuna drop the trial and maybe sample it again).
-DIVERGED_SCORE = 0.0
-
-
-def final_result(trial_dir: Path) -> dict | None:
-    """`result.json` when the trial is done (ok or diverged); a failed one is retried."""
-    path = trial_dir / RESULT
-    if not path.exists():
-        return None
-    result = read_json(path)
-    return result if result.get("status") in FINAL_STATUSES else None
-
-
-def config_score(results: list[dict]) -> float:
-    """A configuration's score over its splits: the mean validation balanced accuracy at each
-    split's selected epoch; the floor if any split diverged."""
-    if any(r["status"] == "diverged" for r in results):
-        return DIVERGED_SCORE
-    return fmean(float(r["metrics"]["val"]["balanced_accuracy"]) for r in results)
+VAL_SCORE = "val_score"  # the metric ASHA compares at each epoch
 
 
 class TrialFailed(RuntimeError):
@@ -70,7 +51,7 @@ class SplitsTrainable(tune.Trainable):
         self.epoch = 0
         pending = []
         for t in self.trials:
-            if final_result(t.ref.dir) is not None:
+            if t.ref.folder.final_result() is not None:
                 continue
             job = executors.attach(t.ref.dir, self.executor)
             if job is None:
@@ -102,33 +83,35 @@ class SplitsTrainable(tune.Trainable):
         a final result."""
         epochs, results = [], []
         for t in self.trials:
-            result = final_result(t.ref.dir)
+            result = t.ref.folder.final_result()
             job = self.jobs.get(t.ref.trial_id)
             if result is None and job is not None:
                 # A debug job runs here, now; exception() returns (not raises) its error.
                 ended = isinstance(job, submitit.DebugJob) or job.done()
                 err = job.exception() if ended else None
-                result = final_result(t.ref.dir)
+                result = t.ref.folder.final_result()
                 if result is None and ended:
                     raise TrialFailed(f"{t.ref.dir}: job {job.job_id} ended without a result: {_why(t.ref.dir, err)}")
-            epochs.append(read_epochs(t.ref.dir))
+            epochs.append(t.ref.folder.epochs())
             results.append(result)
         return epochs, results
 
     def _report(self, epochs: list[list[dict]], results: list[dict | None], done: bool) -> dict:
         """Epoch `self.epoch` of every split (a split that stopped earlier counts its last epoch):
-        the mean validation balanced accuracy for ASHA, and the configuration's score for the
+        the mean validation score for ASHA (`val_score`), and the configuration's score for the
         search, final when `done`."""
+        metric = self.trials[0].cfg.selection_metric
         lines = [e[min(self.epoch, len(e)) - 1] for e in epochs if e]
         report = {"epoch": self.epoch, "done": done,
-                  "val_balanced_accuracy": _mean([_ba(line) for line in lines]) if lines else DIVERGED_SCORE}
+                  VAL_SCORE: _mean([_score(line, metric) for line in lines]) if lines else selection.floor(metric)}
         if not done:
-            report["score"] = _mean([max(_ba(line) for line in e[: self.epoch]) for e in epochs if e])
+            report["score"] = _mean([max(_score(line, metric) for line in e[: self.epoch]) for e in epochs if e])
             return report
         finished = [r for r in results if r is not None]
         diverged = any(r["status"] == "diverged" for r in finished)
         report["status"] = "diverged" if diverged else "ok"
-        report["score"] = DIVERGED_SCORE if diverged else config_score(finished)
+        report["score"] = selection.search_score(
+            [None if diverged else r["metrics"]["val"][metric] for r in finished], metric, diverged)
         return report
 
     def save_checkpoint(self, checkpoint_dir: str) -> dict:
@@ -143,13 +126,14 @@ class SplitsTrainable(tune.Trainable):
         """Tune stopped (or finished) the trial: cancel the jobs of splits without a final result."""
         for t in self.trials:
             job = self.jobs.get(t.ref.trial_id)
-            if job is not None and final_result(t.ref.dir) is None:
+            if job is not None and t.ref.folder.final_result() is None:
                 job.cancel(check=False)
 
 
-def _ba(line: dict) -> float:
-    v = (line.get("val") or {}).get("balanced_accuracy")
-    return math.nan if v is None else float(v)
+def _score(line: dict, metric: str) -> float:
+    """An epoch line's validation score; NaN (left out of the mean) when it has none."""
+    v = (line.get("val") or {}).get(metric)
+    return math.nan if v is None else selection.score(v, metric)
 
 
 def _mean(values: list[float]) -> float:
@@ -158,9 +142,7 @@ def _mean(values: list[float]) -> float:
 
 
 def _why(trial_dir: Path, err: BaseException | None) -> str:
-    path = trial_dir / RESULT
-    if path.exists():
-        error = read_json(path).get("error")
-        if error:
-            return error
+    error = (TrialFolder(trial_dir).result() or {}).get("error")
+    if error:
+        return error
     return f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}" if err else "no error recorded"

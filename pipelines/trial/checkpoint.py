@@ -1,73 +1,20 @@
-"""Atomic files of a trial folder and the training state saved in `checkpoint.pt`.
-
-Every file is written to a temporary name in the same folder and renamed, so a job killed at any
-moment leaves either the old file or the new one, never half of one; the requeue signal waits
-until a write is done (`uninterrupted`). Checkpoints hold only tensors,
-numbers, strings and containers, so they load with `torch.load(..., weights_only=True)`."""
+"""The training state saved in `checkpoint.pt` and `best.pt`, written atomically like every file of
+a trial folder (`folder.write_atomically`). Checkpoints hold only tensors, numbers, strings and
+containers, so they load with `torch.load(..., weights_only=True)`."""
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import random
-import signal
-import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from attnsweep.data.atomic import replacing
-
-
-# submitit's handler of the time-out/preemption signal (USR2) checkpoints, requeues and calls
-# sys.exit wherever the signal lands. Inside torch.save the zip writer's cleanup turns that
-# SystemExit into a RuntimeError: the job ends as failed although it was requeued. SIGTERM and
-# SIGINT (a local job's cancel) are held too, so an epoch's files are written together or not at all.
-HELD_SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
-
-
-@contextlib.contextmanager
-def uninterrupted() -> Iterator[None]:
-    """Hold HELD_SIGNALS' Python handlers until the block ends, then run them (nests). Only the
-    main thread can set handlers; elsewhere (a debug job in a worker thread) this does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[tuple[int, Any]] = []
-    previous = {s: signal.signal(s, lambda num, frame: received.append((num, frame))) for s in HELD_SIGNALS}
-    try:
-        yield
-    finally:
-        for num, handler in previous.items():
-            signal.signal(num, handler)
-        for num, frame in received:
-            handler = previous[num]
-            if callable(handler):
-                handler(num, frame)
-            elif handler == signal.SIG_DFL:
-                signal.raise_signal(num)
-
-
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    with uninterrupted(), replacing(path) as tmp, tmp.open("wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())  # on a node crash, the rename must not overtake the data
-
-
-def write_json(path: Path, obj: Any) -> None:
-    _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1, allow_nan=False).encode()))
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
+from attnsweep.pipelines.trial.folder import write_atomically
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
-    _atomic_write(path, lambda f: torch.save(state, f))
+    write_atomically(path, lambda f: torch.save(state, f))
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -5,58 +5,21 @@ can cancel a job or re-attach to it."""
 from __future__ import annotations
 
 import contextlib
-import datetime
 import logging
 import os
 import signal
 import time
 from pathlib import Path
-from typing import Literal
 
 import psutil
 import submitit
-from pydantic import BaseModel, ConfigDict, Field
 from submitit.helpers import Checkpointable, DelayedSubmission
 
-from attnsweep.pipelines.trial import checkpoint
+from attnsweep.pipelines.config.executor import ExecutorSpec
 from attnsweep.pipelines.trial.distributed import CPU_THREADS_ENV, machine_cpus, submitit_job
-from attnsweep.pipelines.trial.trainer import RESULT, claim_folder, train
+from attnsweep.pipelines.trial.folder import SUBMITIT, TrialFolder
+from attnsweep.pipelines.trial.trainer import train
 from attnsweep.pipelines.config.trial_config import TrialConfig, TrialConfigError
-
-JOBS = "jobs.json"
-
-
-class SlurmResources(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    partition: str | None = None
-    nodes: int = Field(1, ge=1)
-    gpus_per_node: int = Field(0, ge=0)
-    tasks_per_node: int = Field(1, ge=1, description="ranks per node (one per GPU on a GPU node)")
-    cpus_per_task: int = Field(1, ge=1)
-    mem_gb: float | None = Field(None, gt=0)
-    timeout_min: int = Field(60, ge=1, description="time limit of one job (a `local` job too)")
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    extra: dict[str, str | int | bool] = Field(default_factory=dict,
-                                               description="more sbatch flags, e.g. {'exclusive': True}")
-    signal_delay_s: int = Field(90, ge=0, description="the requeue signal comes this long before the time limit")
-    max_requeues: int = Field(3, ge=0, description="time-outs after which the job is not requeued again")
-
-
-class ExecutorSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: Literal["debug", "local", "slurm"] = "local"
-    workers: int = Field(1, ge=1, description="processes (ranks) of a `local` job")
-    slurm: SlurmResources = Field(default_factory=SlurmResources)
-
-    @property
-    def world_size(self) -> int:
-        if self.kind == "slurm":
-            return self.slurm.nodes * self.slurm.tasks_per_node
-        return self.workers if self.kind == "local" else 1
 
 
 class TrialJob(Checkpointable):
@@ -77,7 +40,7 @@ class TrialJob(Checkpointable):
         except Exception as err:
             if _rank() == 0:
                 error = f"{type(err).__name__}: {err}"
-                checkpoint.write_json(self.trial_dir / RESULT, {"status": "failed", "error": error})
+                TrialFolder(self.trial_dir).write_result({"status": "failed", "error": error})
             raise
 
     def checkpoint(self) -> DelayedSubmission:
@@ -146,29 +109,15 @@ def submit_array(cfgs: list[TrialConfig], trial_dirs: list[str | Path], executor
     dirs = [Path(d) for d in trial_dirs]
     for cfg, d in zip(cfgs, dirs, strict=True):
         validate(cfg, executor)
-        claim_folder(cfg, d)
-    folder = (dirs[0] if len(dirs) == 1 else Path(os.path.commonpath(dirs))) / "submitit"
+        TrialFolder(d).claim(cfg)
+    folder = (dirs[0] if len(dirs) == 1 else Path(os.path.commonpath(dirs))) / SUBMITIT
     ex = make_executor(executor, folder)
     with ex.batch():
         threads = local_cpu_threads(executor, jobs_at_once or len(cfgs))
         jobs = [ex.submit(TrialJob(cfg, d, threads)) for cfg, d in zip(cfgs, dirs)]
     for job, d in zip(jobs, dirs):
-        _record(d, job, executor, folder)
+        TrialFolder(d).record_job(job.job_id, executor.kind, folder, executor.world_size)
     return jobs
-
-
-def _record(trial_dir: Path, job: submitit.Job, executor: ExecutorSpec, folder: Path) -> None:
-    path = trial_dir / JOBS
-    records = checkpoint.read_json(path) if path.exists() else []
-    records.append({"job_id": job.job_id, "kind": executor.kind, "folder": str(folder),
-                    "tasks": executor.world_size,
-                    "submitted_at": datetime.datetime.now(datetime.timezone.utc).isoformat()})
-    checkpoint.write_json(path, records)
-
-
-def job_ids(trial_dir: str | Path) -> list[str]:
-    path = Path(trial_dir) / JOBS
-    return [r["job_id"] for r in checkpoint.read_json(path)] if path.exists() else []
 
 
 def attach(trial_dir: str | Path, executor: ExecutorSpec) -> submitit.Job | None:
@@ -177,8 +126,7 @@ def attach(trial_dir: str | Path, executor: ExecutorSpec) -> submitit.Job | None
     A `local` job cannot be re-attached from another process (submitit's LocalJob needs the
     Popen handle of its controller): if one is still running it is stopped, and None is returned,
     so that the caller's new submission resumes from the checkpoint without two jobs in one folder."""
-    path = Path(trial_dir) / JOBS
-    records = [r for r in (checkpoint.read_json(path) if path.exists() else []) if r["kind"] == executor.kind]
+    records = [r for r in TrialFolder(trial_dir).jobs() if r["kind"] == executor.kind]
     if not records or executor.kind == "debug":
         return None
     rec = records[-1]

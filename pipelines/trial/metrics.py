@@ -16,10 +16,6 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-# How a metric ranks epochs for model selection.
-HIGHER_IS_BETTER = {"balanced_accuracy": True, "accuracy": True, "auc_roc": True, "loss": False}
-
-
 def _finite_or_none(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
@@ -54,11 +50,3 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, num_class
         "confusion_matrix": confusion_matrix(y, pred, labels=classes).tolist(),
         "n_samples": int(len(y)),
     }
-
-
-def selection_score(metrics: dict, metric: str) -> float:
-    """Larger is better; an undefined metric ranks below every defined one."""
-    value = metrics[metric]
-    if value is None:
-        return -math.inf
-    return value if HIGHER_IS_BETTER[metric] else -value

@@ -1,8 +1,7 @@
 """One trial on one split: `train(cfg, trial_dir) -> result`. The same function runs in-process
 (executor `debug`) and as each rank of a submitit job (DDP, one rank per task).
 
-Trial folder: `config.json`, `metrics.jsonl` (one line per finished epoch), `checkpoint.pt` (every
-epoch), `best.pt` (the weights selected on validation), `result.json` (last)."""
+Its files are described in `folder.py` (TrialFolder); the order of an epoch's writes in `_save_epoch`."""
 from __future__ import annotations
 
 import functools
@@ -22,37 +21,35 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from attnsweep.pipelines.trial import checkpoint
 from attnsweep.pipelines.trial import distributed
 from attnsweep.pipelines.trial.distributed import Dist
+from attnsweep.pipelines.trial.folder import TrialFolder, uninterrupted
 from attnsweep.pipelines.trial.hold import hold_after_epoch
-from attnsweep.pipelines.trial.metrics import classification_metrics, selection_score
+from attnsweep.pipelines.trial.metrics import classification_metrics
+from attnsweep.pipelines.config import selection
 from attnsweep.pipelines.config.trial_config import TrialConfig, TrialConfigError
 
-__all__ = ["TrialConfig", "TrialConfigError", "claim_folder", "evaluate", "train"]
+__all__ = ["TrialConfig", "TrialConfigError", "evaluate", "train"]
 
 log = logging.getLogger(__name__)
 
-CONFIG, METRICS, CHECKPOINT, BEST, RESULT = "config.json", "metrics.jsonl", "checkpoint.pt", "best.pt", "result.json"
-FINAL_STATUSES = ("ok", "diverged")  # a folder with one of these is done; `failed` is retried
-LINE_METRICS = ("balanced_accuracy", "accuracy", "auc_roc", "loss")
 _AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def train(cfg: TrialConfig, trial_dir: str | Path) -> dict[str, Any]:
     """Run (or resume, or return the finished result of) one trial; returns `result.json`'s content."""
-    trial_dir = Path(trial_dir)
     d = distributed.setup()
     try:
-        return _train(cfg, trial_dir, d)
+        return _train(cfg, TrialFolder(trial_dir), d)
     finally:
         distributed.teardown()
 
 
-def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
-    claim_folder(cfg, trial_dir, write=d.is_main)
-    finished = _finished_result(trial_dir)
+def _train(cfg: TrialConfig, folder: TrialFolder, d: Dist) -> dict[str, Any]:
+    folder.claim(cfg, write=d.is_main)
+    finished = folder.final_result()
     if finished is not None:
         return finished
     hosts = distributed.gather(d.host)
-    split = _load_split(cfg, trial_dir, d)
+    split = _load_split(cfg, folder, d)
     if split.image_size != cfg.image_size:
         raise TrialConfigError(f"image_size: {cfg.image_size}, but the data dir holds {split.image_size} px images")
     num_classes = len(split.class_names)
@@ -73,8 +70,8 @@ def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
     scaler = torch.amp.GradScaler(d.device.type, enabled=cfg.precision == "fp16")
 
     state = {"epoch": 0, "best_epoch": None, "best_score": -float("inf"), "best_model": None, "train_seconds": 0.0}
-    if (trial_dir / CHECKPOINT).exists():
-        state = _resume(trial_dir, d, model, optimizer, scheduler, scaler)
+    if folder.checkpoint_file.exists():
+        state = _resume(folder, d, model, optimizer, scheduler, scaler)
     ddp = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) \
         if d.world_size > 1 else model
 
@@ -106,8 +103,8 @@ def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
         scheduler.step()
         seconds = time.perf_counter() - t0
         line = {"epoch": epoch, "train_loss": loss_sum.item() / n_seen, "lr": lr, "seconds": seconds,
-                "images_per_s": n_seen / train_time, "val": {k: val[k] for k in LINE_METRICS}, "job_id": job_id}
-        score = selection_score(val, cfg.selection_metric)
+                "images_per_s": n_seen / train_time, "val": {k: val[k] for k in selection.METRICS}, "job_id": job_id}
+        score = selection.score(val[cfg.selection_metric], cfg.selection_metric)
         new_best = state["best_epoch"] is None or score > state["best_score"]
         if new_best:
             best_model = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
@@ -115,13 +112,13 @@ def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
         state.update(epoch=epoch, train_seconds=state["train_seconds"] + seconds)
         rng = distributed.gather(checkpoint.rng_state())
         if d.is_main:
-            _save_epoch(trial_dir, line, new_best, state, {
+            _save_epoch(folder, line, new_best, state, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng})
             log.info("epoch %d/%d train_loss %.4f val %s %s (%.1f s, %.0f img/s)", epoch, cfg.epochs,
                      line["train_loss"], cfg.selection_metric, val[cfg.selection_metric], seconds,
                      line["images_per_s"])
-            hold_after_epoch(trial_dir, epoch)
+            hold_after_epoch(folder.path, epoch)
 
     metrics: dict[str, dict] = {}
     if not diverged:
@@ -142,39 +139,19 @@ def _train(cfg: TrialConfig, trial_dir: Path, d: Dist) -> dict[str, Any]:
         "metrics": metrics,
     }
     if d.is_main:
-        checkpoint.write_json(trial_dir / RESULT, result)
+        folder.write_result(result)
     return result
 
 
-def claim_folder(cfg: TrialConfig, trial_dir: Path, write: bool = True) -> None:
-    """Write config.json, or check that the folder's config.json is this config."""
-    config = cfg.model_dump(mode="json")
-    path = trial_dir / CONFIG
-    if path.exists():
-        if checkpoint.read_json(path) != config:
-            raise TrialConfigError(f"{path}: the trial folder holds another configuration; use a new folder")
-    elif write:
-        checkpoint.write_json(path, config)
-
-
-def _finished_result(trial_dir: Path) -> dict[str, Any] | None:
-    path = trial_dir / RESULT
-    if path.exists():
-        result = checkpoint.read_json(path)
-        if result["status"] in FINAL_STATUSES:
-            return result
-    return None
-
-
-def _load_split(cfg: TrialConfig, trial_dir: Path, d: Dist):
+def _load_split(cfg: TrialConfig, folder: TrialFolder, d: Dist):
     from attnsweep.data import load_split, prepare
 
     data_dir = cfg.data_dir
     if data_dir is None:  # prepared once, by rank 0, into the trial folder
         if d.is_main:
-            prepare(cfg.dataset, cfg.splits, cfg.image_size, trial_dir, ood=cfg.ood)
+            prepare(cfg.dataset, cfg.splits, cfg.image_size, folder.path, ood=cfg.ood)
         distributed.barrier()
-        data_dir = trial_dir / "data"
+        data_dir = folder.data_dir
     return load_split(data_dir, cfg.split)
 
 
@@ -212,8 +189,8 @@ def lr_scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer) -> torch.op
     return sched.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
-def _resume(trial_dir: Path, d: Dist, model, optimizer, scheduler, scaler) -> dict[str, Any]:
-    ckpt = checkpoint.load(trial_dir / CHECKPOINT)
+def _resume(folder: TrialFolder, d: Dist, model, optimizer, scheduler, scaler) -> dict[str, Any]:
+    ckpt = checkpoint.load(folder.checkpoint_file)
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
@@ -224,37 +201,25 @@ def _resume(trial_dir: Path, d: Dist, model, optimizer, scheduler, scaler) -> di
         log.warning("checkpoint written by %d ranks, resumed with %d: random streams restart from the seed",
                     len(ckpt["rng"]), d.world_size)
     if d.is_main:  # complete what a kill right after the checkpoint left out
-        checkpoint.save(trial_dir / BEST, ckpt["best_model"])
-        if _last_epoch(trial_dir / METRICS) < ckpt["epoch"]:
-            _append_line(trial_dir / METRICS, json.loads(ckpt["line"]))
+        checkpoint.save(folder.best_file, ckpt["best_model"])
+        if folder.last_epoch() < ckpt["epoch"]:
+            folder.append_epoch(json.loads(ckpt["line"]))
     log.info("resuming after epoch %d", ckpt["epoch"])
     return {k: ckpt[k] for k in ("epoch", "best_epoch", "best_score", "best_model", "train_seconds")}
 
 
-def _last_epoch(path: Path) -> int:
-    if not path.exists():
-        return 0
-    return max((json.loads(line)["epoch"] for line in path.read_text().splitlines() if line.strip()), default=0)
-
-
-def _save_epoch(trial_dir: Path, line: dict, new_best: bool, state: dict, training: dict) -> None:
+def _save_epoch(folder: TrialFolder, line: dict, new_best: bool, state: dict, training: dict) -> None:
     """Order: (1) checkpoint.pt, holding this epoch's line and the best weights so far, written
     atomically; (2) best.pt if it changed; (3) the line appended to metrics.jsonl. Killed before
     (1): the epoch is not finished and re-runs. Killed after (1): resume rewrites best.pt and
     appends the missing line from the checkpoint (_resume). So every finished epoch is in
     metrics.jsonl exactly once, and best.pt is best_epoch's weights. The requeue signal waits
     for all three."""
-    with checkpoint.uninterrupted():
-        checkpoint.save(trial_dir / CHECKPOINT, {**state, **training, "line": json.dumps(line)})
+    with uninterrupted():
+        checkpoint.save(folder.checkpoint_file, {**state, **training, "line": json.dumps(line)})
         if new_best:
-            checkpoint.save(trial_dir / BEST, state["best_model"])
-        _append_line(trial_dir / METRICS, line)
-
-
-def _append_line(path: Path, line: dict) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(line, allow_nan=False) + "\n")
-        f.flush()
+            checkpoint.save(folder.best_file, state["best_model"])
+        folder.append_epoch(line)
 
 
 def _generator(seed: int, epoch: int, rank: int) -> torch.Generator:

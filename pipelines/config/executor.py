@@ -1,0 +1,40 @@
+"""Where a study's trials run (the `executor:` section of a study file): `debug`, `local` or
+`slurm`, and the SLURM resources of one job. Plain settings; `pipelines.trial.executors` submits."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SlurmResources(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    partition: str | None = None
+    nodes: int = Field(1, ge=1)
+    gpus_per_node: int = Field(0, ge=0)
+    tasks_per_node: int = Field(1, ge=1, description="ranks per node (one per GPU on a GPU node)")
+    cpus_per_task: int = Field(1, ge=1)
+    mem_gb: float | None = Field(None, gt=0)
+    timeout_min: int = Field(60, ge=1, description="time limit of one job (a `local` job too)")
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    extra: dict[str, str | int | bool] = Field(default_factory=dict,
+                                               description="more sbatch flags, e.g. {'exclusive': True}")
+    signal_delay_s: int = Field(90, ge=0, description="the requeue signal comes this long before the time limit")
+    max_requeues: int = Field(3, ge=0, description="time-outs after which the job is not requeued again")
+
+
+class ExecutorSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["debug", "local", "slurm"] = "local"
+    workers: int = Field(1, ge=1, description="processes (ranks) of a `local` job")
+    slurm: SlurmResources = Field(default_factory=SlurmResources)
+
+    @property
+    def world_size(self) -> int:
+        if self.kind == "slurm":
+            return self.slurm.nodes * self.slurm.tasks_per_node
+        return self.workers if self.kind == "local" else 1

@@ -1,0 +1,102 @@
+"""The package layout holds: loading and validating a study imports none of the heavy libraries
+(torch, Ray, scipy, statsmodels, submitit), so `--dry-run` and a config error stay fast; imports
+inside pipelines/ point one way (import-linter)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "ray", "scipy", "statsmodels", "submitit", "sklearn", "timm", "mlflow")
+
+
+def _imported_after(code: str) -> list[str]:
+    probe = f"import sys, json\n{code}\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("study", ["demo", "seed002_isic", "demo_slurm"])
+def test_loading_a_study_imports_no_heavy_library(study):
+    loaded = _imported_after(
+        "from pathlib import Path\n"
+        "from attnsweep.pipelines.config.study import load_study\n"
+        f"s = load_study(Path('studies/{study}.yaml'))\n"
+        "assert s.variants and s.executor.kind and s.stats.metrics")
+    assert "attnsweep" in loaded and "pydantic" in loaded  # the probe did load and validate
+    assert [m for m in HEAVY if m in loaded] == []
+
+
+def test_a_bad_study_fails_without_importing_torch(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((ROOT / "studies" / "demo.yaml").read_text().replace("variants: [resnet18,", "variants: [nosuchnet,"))
+    loaded = _imported_after(
+        "from pathlib import Path\n"
+        "from attnsweep.pipelines.config.study import StudyError, load_study\n"
+        "try:\n"
+        f"    load_study(Path({str(bad)!r}))\n"
+        "except StudyError as e:\n"
+        "    assert 'nosuchnet' in str(e), e\n"
+        "else:\n"
+        "    raise SystemExit('no error')")
+    assert [m for m in HEAVY if m in loaded] == []
+
+
+def test_imports_point_one_way(tmp_path):
+    """import-linter's contracts in pyproject.toml: cli > sweep > report > store > trial > config
+    inside pipelines/, and data/ and models/ below pipelines/. The repository maps `attnsweep.*`
+    onto top-level folders (pyproject's package-dir), which import-linter cannot follow; it reads
+    a tree of links that has the installed layout instead."""
+    tree = tmp_path / "attnsweep"
+    tree.mkdir()
+    (tree / "__init__.py").symlink_to(ROOT / "attnsweep" / "__init__.py")
+    for name in ("pipelines", "data", "models"):
+        (tree / name).symlink_to(ROOT / name, target_is_directory=True)
+    lint = Path(sys.executable).with_name("lint-imports")
+    proc = subprocess.run([str(lint), str(ROOT / "pyproject.toml")], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Contracts: 2 kept, 0 broken." in proc.stdout
+
+
+def test_a_job_queued_before_the_package_move_still_loads(tmp_path):
+    """submitit pickles a job's callable by module path. A job queued before pipelines/ became
+    sub-packages names `attnsweep.pipelines.executors.TrialJob` and
+    `attnsweep.pipelines.trial_config.TrialConfig`: written here as that code wrote it (the classes
+    under their old module names), then loaded by a fresh process as a SLURM node would."""
+    import importlib
+
+    from submitit.helpers import DelayedSubmission
+
+    from attnsweep.data import DatasetSpec
+    from attnsweep.pipelines.config.trial_config import TrialConfig
+    from attnsweep.pipelines.trial.executors import TrialJob
+
+    cfg = TrialConfig(model="cnn2", dataset=DatasetSpec(format="synthderm"), epochs=1, lr=0.01, batch_size=8)
+    old = {TrialJob: "attnsweep.pipelines.executors", TrialConfig: "attnsweep.pipelines.trial_config"}
+    new = {cls: cls.__module__ for cls in old}
+    for module in old.values():
+        importlib.import_module(module)  # as it was: cloudpickle pickles a class of a loaded module by reference
+    path = tmp_path / "job_submitted.pkl"
+    try:
+        for cls, module in old.items():
+            cls.__module__ = module
+        DelayedSubmission(TrialJob(cfg, tmp_path / "trial", cpu_threads=1)).dump(path)
+    finally:
+        for cls, module in new.items():
+            cls.__module__ = module
+    assert all(module.encode() in path.read_bytes() for module in old.values())
+    assert b"_make_skeleton_class" not in path.read_bytes()  # by reference, not the class's code
+
+    probe = ("import sys\n"
+             "from submitit.helpers import DelayedSubmission\n"
+             f"job = DelayedSubmission.load({str(path)!r}).function\n"
+             "print(type(job).__module__, type(job.cfg).__module__, job.cfg.hash(), job.trial_dir, job.cpu_threads)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.split() == ["attnsweep.pipelines.trial.executors", "attnsweep.pipelines.config.trial_config",
+                                  cfg.hash(), str(tmp_path / "trial"), "1"]
