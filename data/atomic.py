@@ -22,3 +22,20 @@ def replacing(path: Path) -> Iterator[Path]:
 def write_text(path: Path, text: str) -> None:
     with replacing(path) as tmp:
         tmp.write_text(text)
+
+
+def remove_stale_folders(parent: Path, prefix: str) -> list[Path]:
+    """Remove `parent/<prefix><pid>[-*]` folders whose process (`pid`, on this host) is gone: the temp
+    folders of a killed process, which no `finally` removed -> what was removed."""
+    import re
+    import shutil
+
+    import psutil
+
+    removed = []
+    for path in parent.glob(f"{prefix}*"):
+        m = re.fullmatch(re.escape(prefix) + r"(\d+)(-.*)?", path.name)
+        if m and path.is_dir() and not psutil.pid_exists(int(m.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed

@@ -142,6 +142,14 @@ def prepare(dataset: DatasetSpec, splits: SplitSpec, image_size: int, out_dir: s
                "splits": splits.model_dump(mode="json"), "version": MANIFEST_VERSION}
     old = _check_previous(manifest_path, request, fingerprints)
 
+    # caches first: a corrupt image found while decoding leaves no manifest and no split files, and is
+    # named before a split-size problem of the same (small) dataset
+    caches, stats = {}, {}
+    for key, spec in datasets.items():
+        rel = f"cache/{key}-{image_size}.npy"
+        cache.build(spec, records[key], image_size, data_dir / rel, fingerprints[key], workers, label=key)
+        caches[key] = rel
+        stats[key] = np.load(data_dir / rel.replace(".npy", ".stats.npy"))
     if old is None:
         table = make_splits(records["dataset"], splits, workers or cache.default_workers()).assign(dataset="dataset")
         for key in datasets:
@@ -150,22 +158,13 @@ def prepare(dataset: DatasetSpec, splits: SplitSpec, image_size: int, out_dir: s
                 table = pd.concat([table, pd.DataFrame({
                     "split": np.repeat(splits.names(), n), "role": "ood:" + key.removeprefix("ood-"),
                     "index": np.tile(np.arange(n), len(splits.names())), "dataset": key})], ignore_index=True)
-    else:
-        table = pd.read_parquet(data_dir / "splits.parquet")
-
-    # caches first: a corrupt image found while decoding leaves no manifest and no split files
-    caches, stats = {}, {}
-    for key, spec in datasets.items():
-        rel = f"cache/{key}-{image_size}.npy"
-        cache.build(spec, records[key], image_size, data_dir / rel, fingerprints[key], workers, label=key)
-        caches[key] = rel
-        stats[key] = np.load(data_dir / rel.replace(".npy", ".stats.npy"))
-    if old is None:
         for key, recs in records.items():
             with replacing(data_dir / "images" / f"{key}.parquet") as tmp:
                 recs.to_parquet(tmp, index=False)
         with replacing(data_dir / "splits.parquet") as tmp:
             table[["split", "role", "dataset", "index"]].to_parquet(tmp, index=False)
+    else:
+        table = pd.read_parquet(data_dir / "splits.parquet")
     norm = {}
     for name in splits.names():
         train = table[(table["split"] == name) & (table["role"] == "train")]

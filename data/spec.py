@@ -69,9 +69,9 @@ class SplitSpec(BaseModel):
 
     val_fraction: float = Field(0.1, gt=0, lt=1)
     test_fraction: float = Field(0.2, gt=0, lt=1)
-    search_splits: int = Field(2, ge=0)
-    repeat_splits: int = Field(10, ge=0)
-    seed: int = Field(0, ge=0)
+    search_splits: int = Field(2, ge=0, strict=True)
+    repeat_splits: int = Field(10, ge=0, strict=True)
+    seed: int = Field(0, ge=0, strict=True)
 
     @model_validator(mode="after")
     def _fractions(self) -> SplitSpec:

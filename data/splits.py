@@ -42,6 +42,10 @@ def assign_roles(labels: np.ndarray, groups: np.ndarray, val: float, test: float
     if n_groups < k:
         raise DataError(f"the pool has {n_groups} groups, too few for {k} folds "
                         f"(val {val}, test {test}); use rounder fractions or more data")
+    largest = int(np.unique(labels, return_counts=True)[1].max()) if len(labels) else 0
+    if largest < k:  # else sklearn's "n_splits=k cannot be greater than the number of members in each class"
+        raise DataError(f"the largest class of the pool has {largest} images, too few for {k} folds "
+                        f"(val {val}, test {test}); use rounder fractions or more data")
     # imported here: scikit-learn pulls in scipy, which loading a study file should not pay for
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 

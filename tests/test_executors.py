@@ -4,6 +4,8 @@ after its last finished epoch and ends with exactly the numbers of an uninterrup
 side by side share the cores."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from trainer_setup import Hold, comparable, data_dir, read_lines, trial_config  # noqa: F401
 
@@ -17,6 +19,7 @@ from attnsweep.pipelines.trial.folder import TrialFolder
 from attnsweep.pipelines.trial.trainer import evaluate, train
 from attnsweep.pipelines.config.trial_config import TrialConfigError
 
+REPO = Path(__file__).resolve().parents[1]
 LOCAL2 = ExecutorSpec(kind="local", workers=2, slurm={"timeout_min": 10})
 
 
@@ -47,7 +50,7 @@ def test_two_rank_ddp_trial_and_exact_gathered_metrics(data_dir, tmp_path):  # n
 
 
 def test_killed_job_resubmitted_resumes_after_last_epoch(data_dir, tmp_path, monkeypatch):  # noqa: F811
-    cfg = trial_config(data_dir, epochs=5)
+    cfg = trial_config(data_dir, epochs=5, checkpoint_every_epochs=1)
     reference = train(cfg, tmp_path / "reference")
     one = ExecutorSpec(kind="local", workers=1, slurm={"timeout_min": 10})
 
@@ -86,3 +89,26 @@ def test_local_jobs_side_by_side_share_the_cores(data_dir, tmp_path):  # noqa: F
         assert job.exception() is None, job.exception()
     threads = [TrialFolder(d).result()["cpu_threads"] for d in (*dirs, tmp_path / "alone")]
     assert threads == [max(1, machine_cpus() // 2)] * 2 + [machine_cpus()]
+
+
+def test_a_local_job_started_from_a_ray_trainable_runs_at_the_drivers_niceness(tmp_path):
+    """Ray renices its worker processes (+15 by default), and the study's trainables submit the
+    local jobs from them: the driver's Ray runtime keeps its workers, and so the jobs, at its own."""
+    import os
+
+    import ray
+
+    from attnsweep.pipelines.config.study import load_study
+    from attnsweep.pipelines.sweep.orchestrate import ray_runtime
+    from attnsweep.pipelines.trial.executors import make_executor
+
+    @ray.remote
+    def niceness_of_a_local_job(folder: str) -> tuple[int, int]:
+        job = make_executor(ExecutorSpec(kind="local"), tmp_path / folder).submit(os.getpriority, os.PRIO_PROCESS, 0)
+        return os.getpriority(os.PRIO_PROCESS, 0), job.result()
+
+    study = load_study(REPO / "studies" / "demo.yaml")
+    with ray_runtime(study, tmp_path):
+        worker, job = ray.get(niceness_of_a_local_job.remote("jobs"))
+    driver = os.getpriority(os.PRIO_PROCESS, 0)
+    assert (worker, job) == (driver, driver)

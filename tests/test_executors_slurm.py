@@ -10,8 +10,10 @@ import submitit
 from trainer_setup import Hold, data_dir, read_lines, trial_config  # noqa: F401
 
 from attnsweep.pipelines.config.executor import ExecutorSpec
-from attnsweep.pipelines.trial.executors import attach, submit, submit_array
+from attnsweep.pipelines.trial.executors import attach, job_name, submit, submit_array
 from attnsweep.pipelines.trial.folder import BEST, CHECKPOINT, CONFIG, JOBS, METRICS, RESULT, TrialFolder
+from attnsweep.pipelines.trial.trainer import train
+from attnsweep.pipelines.trial.hold import AFTER_EPOCH_ENV, DIR_ENV
 
 pytestmark = pytest.mark.slurm
 
@@ -94,7 +96,7 @@ def test_scancel_then_resubmit_resumes_after_the_last_finished_epoch(slurm_clust
                                                                      tmp_path):
     _use(slurm_cluster, monkeypatch)
     hold = Hold(tmp_path.parent / f"{tmp_path.name}-hold", after_epoch=2).apply(monkeypatch)  # sbatch exports it
-    spec, cfg = _slurm(slurm_cluster), trial_config(data_dir, epochs=4)
+    spec, cfg = _slurm(slurm_cluster), trial_config(data_dir, epochs=4, checkpoint_every_epochs=1)
     first = submit(cfg, tmp_path, spec)
     hold.wait(tmp_path.name, first)
     assert attach(tmp_path, spec).job_id == first.job_id  # still running: a driver can re-attach
@@ -139,3 +141,25 @@ def test_job_at_its_time_limit_is_requeued_and_finishes(slurm_cluster, monkeypat
     lines = read_lines(tmp_path / "trial")
     assert [line["epoch"] for line in lines] == [1, 2, 3]
     assert TrialFolder(tmp_path / "trial").result()["status"] == "ok"
+
+
+def test_squeue_names_the_job_after_study_variant_phase_and_split(slurm_cluster, monkeypatch, data_dir,  # noqa: F811
+                                                                  tmp_path):
+    _use(slurm_cluster, monkeypatch)
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    monkeypatch.setenv(AFTER_EPOCH_ENV, "1")  # the job waits after epoch 1 while squeue is read
+    monkeypatch.setenv(DIR_ENV, str(hold))
+    name = job_name("demo slurm", "resnet18+se", "repeat", "repeat-0")
+    assert name == "demo_slurm/resnet18+se/repeat/repeat-0"
+    trial = tmp_path / "trial"
+    job = submit(trial_config(data_dir, epochs=2), trial, _slurm(slurm_cluster), name=name)
+    deadline = time.monotonic() + 120
+    while not (hold / "trial.held").exists():
+        assert time.monotonic() < deadline and not job.done(), "the job never reached its hold"
+        time.sleep(0.2)
+    # the README's format string
+    listed = slurm_cluster.run("squeue", "-h", "-j", job.job_id, "-o", "%.18i %.50j %.8T").stdout.split()
+    assert listed == [job.job_id, name, "RUNNING"]
+    (hold / "trial.release").touch()
+    assert job.exception() is None, job.exception()

@@ -108,13 +108,20 @@ def test_demo_study_killed_and_resumed_end_to_end(tmp_path, mlflow_server):  # n
     for row in rows[rows["eval_set"] == "test"].itertuples():
         run = by_trial[row.trial_id]
         assert row.mlflow_run_id == run.info.run_id
-        assert run.data.metrics["final_test_balanced_accuracy"] == pytest.approx(row.balanced_accuracy)
+        assert float(run.data.tags["final_test_balanced_accuracy"]) == pytest.approx(row.balanced_accuracy)
+        assert run.inputs.dataset_inputs and run.data.tags["mlflow.source.git.commit"]
         assert run.data.tags["attnsweep.status"] == row.status
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_balanced_accuracy")]
         assert sorted(steps) == [1, 2], row.trial_id  # relayed epochs logged once, also across the kill
     assert "confusion_matrix_test.png" in {f.path for f in client.list_artifacts(children[0].info.run_id)}
     kinds = [r.data.tags.get("attnsweep.kind") for r in runs]
     assert kinds.count("parent") == 2 * len(VARIANTS) and kinds.count("study") == 1
+    test = rows[(rows["phase"] == "repeat") & (rows["eval_set"] == "test") & (rows["status"] == "ok")]
+    for parent in (r for r in runs if r.data.tags.get("attnsweep.kind") == "parent"):
+        if parent.data.tags["attnsweep.phase"] == "repeat":  # the aggregate of its children
+            ba = test.loc[test["variant"] == parent.data.tags["attnsweep.variant"], "balanced_accuracy"]
+            assert parent.data.metrics["test_balanced_accuracy_mean"] == pytest.approx(ba.mean())
+            assert parent.info.run_name.endswith(f"(n={len(ba)})")
     assert (out / "report" / "index.html").exists()
 
     export = tmp_path / "all.parquet"

@@ -166,3 +166,31 @@ def test_plain_scancel_of_the_driver_job_cancels_its_trial_jobs(slurm_cluster, t
     accounted = slurm_cluster.run("sacct", "-n", "-X", "-o", "JobID,State%30", "-j", ",".join(owned)).stdout
     states = {line.split()[1] for line in accounted.splitlines() if line.strip()}
     assert owned and states == {"CANCELLED"}, accounted  # "CANCELLED by <uid>" reads CANCELLED
+
+
+def test_jobs_of_different_variants_are_queued_at_once(slurm_cluster, tmp_path):
+    # 2 variants x 1 configuration x 2 search splits, 4 jobs at once: both variants' searches are
+    # in the queue together (each job holds after its first epoch, so none ends before the check).
+    study = shrunk_study(tmp_path, base="demo_slurm.yaml", name="twovariants", max_concurrent=4,
+                         search={"algorithm": "tpe", "trials": 1, "seed": 0, "lr": {"low": 0.003, "high": 0.1}})
+    out, hold = tmp_path / "out", tmp_path / "hold"
+    hold.mkdir()
+    env = {**slurm_cluster.env, "ATTNSWEEP_HOLD_AFTER_EPOCH": "1", "ATTNSWEEP_HOLD_DIR": str(hold)}
+    driver = Driver("run", str(study), "--out", str(out), "--no-report", env=env, log=tmp_path / "driver.log")
+
+    def variants_queued() -> set[str]:
+        queued = _queued(slurm_cluster)
+        return {d.parent.name for d in trial_dirs(out) if jobs_of(d) and jobs_of(d)[-1] in queued}
+
+    try:
+        both = _wait_for(lambda: (v := variants_queued()) == {"resnet18", "resnet18+se"} and v, "two variants' jobs",
+                         driver)
+        assert both == {"resnet18", "resnet18+se"}
+        driver.proc.send_signal(signal.SIGTERM)
+        assert driver.proc.wait(timeout=120) == 130
+    finally:
+        driver.cleanup()
+        for held in hold.glob("*.held"):
+            held.with_suffix(".release").touch()
+    owned = {j for d in trial_dirs(out) for j in jobs_of(d)}
+    _wait_for(lambda: not (owned & _queued(slurm_cluster)), "the cancelled jobs to leave the queue", timeout_s=60)

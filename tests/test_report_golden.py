@@ -60,12 +60,24 @@ def test_expected_comparisons_agree_with_scipy_on_the_raw_rows():
 def test_report_files_and_figures(report):
     html = (report / "index.html").read_text()
     md = (report / "report.md").read_text()
-    for img in re.findall(r'<img src="([^"]+)"', html):
-        assert (report / img).stat().st_size > 5_000, img  # every referenced PNG is there
-    assert len(re.findall(r'<img src="distribution_', html)) == 4  # 2 metrics x 2 datasets
-    assert "landscape_synthderm.png" in html and "curves_synthpath.png" in html
+    # one self-contained page: every figure and CSV is embedded, nothing is linked beside it
+    images = re.findall(r'<img src="([^"]+)" alt="([^"]+)"', html)
+    assert images and all(src.startswith("data:image/png;base64,") for src, _ in images)
+    assert all(len(src) > 5_000 for src, _ in images)
+    assert not re.findall(r'(?:src|href)="(?!data:|#)', html)
+    alts = [alt for _, alt in images]
+    assert len([a for a in alts if a.startswith("distribution_")]) == 4  # 2 metrics x 2 datasets
+    assert "landscape_synthderm.png" in alts and "curves_synthpath.png" in alts
+    for _, alt in images:  # report.md links the same figures, which are there
+        assert (report / alt).stat().st_size > 5_000 and f"]({alt})" in md
     assert "Nadeau-Bengio corrected resampled t-test, Holm-corrected" in html
     assert "**70.8**↓" in md and "| resnet18+ga | resnet18 |" in md
+    assert "| resnet18 | (baseline) |" in md and "(n=5)" in md and "(n=4)" in md
+    assert "significant (Nadeau-Bengio corrected resampled t-test, Holm)" in html
+    assert ">yes<" in html and ">no<" in html  # significance is never a blank cell
+    assert "| selection metric (best epoch) | balanced_accuracy |" in md and "| optimizer | sgd |" in md
+    assert "non-finite training loss" in html  # the runs that did not end ok, with their reason
+    assert "| resnet18 | search | 16 | GPU |" in md
     assert not list(report.parent.glob(".report-*"))  # no temp folder left behind
 
 

@@ -2,37 +2,19 @@
 blank, and the DOM holds the results table with every variant of the study."""
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from chromium import chromium, run_chromium
 from PIL import Image
 
 from attnsweep.pipelines.report.build import build_report
 
 GOLDEN = Path(__file__).parent / "golden" / "study"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--no-first-run", "--disable-component-update", "--disable-sync"]
-
-
-def chromium() -> str:
-    exe = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
-    if exe is None:
-        if os.environ.get("ATTNSWEEP_REQUIRE_CHROMIUM"):
-            pytest.fail("ATTNSWEEP_REQUIRE_CHROMIUM is set but no chromium binary is on PATH")
-        pytest.skip("chromium not installed (apt-get install chromium); CI requires it")
-    return exe
-
-
-def run_chromium(tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"  # a fresh profile per run
-    return subprocess.run([chromium(), *FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=120)
 
 
 class ResultsRows(HTMLParser):

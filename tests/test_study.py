@@ -14,7 +14,7 @@ from attnsweep.pipelines.sweep.plan import config_hash, make_trial, phase_splits
 from attnsweep.pipelines.config.study import StudyError, load_study
 
 STUDIES = sorted((Path(__file__).resolve().parents[1] / "studies").glob("*.yaml"))
-PAPER_STUDIES = {"seed000_ham10000", "seed001_skin", "seed001_cxr", "seed001_mri", "seed001_ct", "seed002_isic",
+PAPER_STUDIES = {"seed000_ham10000", "seed000_ham10000_pretrained", "seed000_ham10000_transformers", "seed001_skin", "seed001_cxr", "seed001_mri", "seed001_ct", "seed002_isic",
                  "seed002_camelyon17", "seed004_cifar10"}
 
 
@@ -31,10 +31,12 @@ def test_every_study_passes_dry_run(path):
     assert f"{study.name}: plan" in result.output
     assert "estimated compute time:" in result.output
     assert "unknown" not in result.output.split("estimated compute time:")[1]  # every study sizes itself
-    for variant in study.variants:
+    assert "lower bound" in result.output and "per-job time:" in result.output
+    for variant in study.variant_ids:
         assert variant in result.output
-    n_search = study.search.n_configs() * study.splits.search_splits
-    assert f"{len(study.variants) * (n_search + study.splits.repeat_splits)} trainings" in result.output
+    n = sum(study.variant(v).search.n_configs() * study.splits.search_splits + study.splits.repeat_splits
+            for v in study.variant_ids)
+    assert f"{n} trainings" in result.output
 
 
 @pytest.mark.parametrize(("edit", "message"), [
@@ -76,6 +78,22 @@ DEMO = next(p for p in STUDIES if p.stem == "demo")
     (lambda d: d["executor"].update(kind="cloud"), "executor.kind"),
     (lambda d: d.update(stats={"baselines": {"resnet18+se": "resnet50"}}), "stats.baselines"),
     (lambda d: d.update(name="my study"), "name"),
+    (lambda d: d.update(max_concurrent=1), "max_concurrent"),
+    # per-variant settings: the variant and the field
+    (lambda d: d["variants"].append({"id": "se_adamw", "model": "resnet18+se", "train": {"optimizer": "adam"}}),
+     "variants.se_adamw.train.optimizer"),
+    (lambda d: d["variants"].append({"id": "se2", "model": "resnet18+se", "search": {"lr": {"low": 1, "high": 0.1}}}),
+     "variants.se2.search.lr"),
+    (lambda d: d["variants"].append({"id": "se3", "model": "resnet18+se", "executor": {"workers": 0}}),
+     "variants.se3.executor.workers"),
+    (lambda d: d["variants"].append({"id": "se4", "model": "resnet18+se", "executor": {"kind": "slurm"}}),
+     "variants.se4.executor.kind"),
+    (lambda d: d["variants"].append({"id": "se5", "model": "resnet18+se", "baseline": "resnet50"}),
+     "variants.se5.baseline"),
+    (lambda d: d["variants"].append({"id": "se6", "model": "resnet18+nonsense"}), "se6.model"),
+    (lambda d: d["variants"].append({"id": "vit (21k)", "model": "resnet18"}), "id"),
+    (lambda d: d["variants"].append({"id": "se7", "model": "resnet18+se"}), "variants.se7: trains resnet18+se"),
+    (lambda d: d["variants"].append({"id": "resnet18+se", "model": "resnet18", "train": {"seed": 3}}), "listed twice"),
 ])
 def test_a_bad_study_is_one_line_naming_file_and_field(tmp_path, edit, field):
     path = _write(tmp_path, DEMO, edit)
@@ -102,7 +120,7 @@ def test_unreadable_study_files(tmp_path):
 def test_command_line_overrides_are_validated(tmp_path):
     runner = CliRunner()
     ok = runner.invoke(app, ["run", str(DEMO), "--dry-run", "--executor", "slurm", "--max-concurrent", "7"])
-    assert ok.exit_code == 0 and "executor slurm, 7 trials at once" in ok.output
+    assert ok.exit_code == 0 and "executor slurm, 7 jobs at once" in ok.output
     bad = runner.invoke(app, ["run", str(DEMO), "--dry-run", "--executor", "cloud"])
     assert bad.exit_code == 2 and "command line: executor.kind" in bad.output
 
@@ -144,3 +162,47 @@ def test_small_stem_reaches_the_trials_and_old_trial_ids_stay(tmp_path):
     # the id of a default-stem trial is what it was before `stem` existed: resumed studies keep their folders
     before = json.dumps(default.cfg.model_dump(mode="json", exclude={"stem"}), sort_keys=True)
     assert default.ref.trial_id == hashlib.sha256(before.encode()).hexdigest()[:16]
+
+
+def test_per_variant_settings_merge_over_the_study_and_name_their_baseline(tmp_path):
+    def edit(d):
+        d["variants"] = [
+            "resnet18", "resnet18+se",
+            {"id": "resnet18+se_adamw", "model": "resnet18+se", "train": {"optimizer": "adamw", "schedule": "constant"},
+             "search": {"lr": {"low": 1e-4, "high": 1e-2}}, "executor": {"slurm": {"gpus_per_node": 2}}},
+            {"id": "resnet18_in1k", "model": "resnet18", "train": {"pretrained": "imagenet-1k"}},
+            {"id": "resnet18+ga_in1k", "model": "resnet18+ga", "train": {"pretrained": "imagenet-1k"}},
+            {"id": "resnet18+ga", "model": "resnet18+ga", "baseline": "resnet18+se"},
+        ]
+    study = load_study(_write(tmp_path, DEMO, edit))
+    v = study.variant("resnet18+se_adamw")
+    assert (v.model, v.train.optimizer, v.train.schedule, v.train.epochs) == ("resnet18+se", "adamw", "constant",
+                                                                              study.train.epochs)
+    assert v.search.lr.high == 1e-2 and v.search.weight_decay == study.search.weight_decay
+    assert v.executor.slurm.gpus_per_node == 2 and v.executor.kind == study.executor.kind
+    assert study.variant("resnet18+se").train == study.train  # no override: the study's own settings
+    # default: the backbone's plain variant with the same pretraining; or the one it names
+    assert study.baselines() == {"resnet18": "resnet18", "resnet18+se": "resnet18", "resnet18+se_adamw": "resnet18",
+                                 "resnet18_in1k": "resnet18_in1k", "resnet18+ga_in1k": "resnet18_in1k",
+                                 "resnet18+ga": "resnet18+se"}
+    # the id names the trial folder; the model is what is trained
+    trial = make_trial(study, tmp_path, "repeat", "resnet18+se_adamw", "repeat-0", 0.001, 0.0, tmp_path)
+    assert trial.ref.dir.parent.name == "resnet18+se_adamw" and trial.cfg.model == "resnet18+se"
+    assert (trial.ref.backbone, trial.ref.attention) == ("resnet18", ("se",))
+    assert trial.cfg.optimizer == "adamw"
+
+
+def test_paper_tables_as_studies():
+    isic = load_study(next(p for p in STUDIES if p.stem == "seed002_isic"))
+    assert len(isic.variant_ids) == 14
+    assert isic.variant("vit_tiny_in21k").train.pretrained == "imagenet-21k"
+    assert isic.variant("vit_tiny_patch16_224").train.pretrained == "imagenet-1k"
+    table3 = load_study(next(p for p in STUDIES if p.stem == "seed000_ham10000_transformers"))
+    for vid, wd in (("vit_base_patch16_224", 0.0), ("deit_small_patch16_224", 0.05), ("convit_tiny", 0.05)):
+        v = table3.variant(vid)
+        assert (v.train.optimizer, v.train.schedule, v.search.lr, v.search.weight_decay) == (
+            "adamw", "constant", [3e-5, 3e-6, 3e-7], [wd])
+    assert table3.variant("resnet50").train.optimizer == "sgd"
+    table2 = load_study(next(p for p in STUDIES if p.stem == "seed000_ham10000_pretrained"))
+    assert table2.train.pretrained == "imagenet-1k" and table2.search.lr == [0.01, 0.001, 0.0001]
+    assert table2.splits.repeat_splits == 3 and set(table2.baselines().values()) == {"resnet50"}

@@ -1,8 +1,10 @@
 """The trainer in this process (one rank, CPU): the trial folder, determinism, selection, resume
-from a checkpoint whose metrics line was not yet written, divergence, the requeue signal held
-during a checkpoint write."""
+from a checkpoint whose metrics line was not yet written, checkpoints every K epochs and the
+re-run of the epochs after the last one, the requeue signal's checkpoint, divergence, the requeue
+signal held during a checkpoint write."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -70,18 +72,81 @@ def test_resume_completes_what_a_kill_after_the_checkpoint_left_out(finished, tm
     cfg, folder, done = finished
     cut = tmp_path / "cut"
     shutil.copytree(folder, cut)
-    # Killed after checkpoint.pt was written: its metrics line is missing, and best.pt holds weights
-    # the checkpoint does not know (here: the last epoch's, written by a run that was then killed).
+    # Killed after checkpoint.pt was written: its metrics line is missing, and the new best weights
+    # are still staged under their epoch's name (best.pt holds others); a stale staged file of a
+    # checkpoint that was never written lies beside them.
     metrics = cut / METRICS
     metrics.write_text("".join(metrics.read_text().splitlines(keepends=True)[:-1]))
     (cut / RESULT).unlink()
+    (cut / BEST).rename(cut / f"best-epoch{done['best_epoch']}.pt")
     torch.save(torch.load(cut / CHECKPOINT, weights_only=True)["model"], cut / BEST)
+    torch.save({"w": torch.zeros(1)}, cut / "best-epoch99.pt")
 
     resumed = train(cfg, cut)
     assert metrics.read_text() == (folder / METRICS).read_text()
     assert resumed == done
     best, expected = (torch.load(d / BEST, weights_only=True) for d in (cut, folder))
     assert best.keys() == expected.keys() and all(torch.equal(best[k], expected[k]) for k in best)
+    assert not list(cut.glob("best-epoch*.pt"))
+
+
+def test_checkpoints_every_k_epochs_and_a_resume_reruns_the_epochs_after_the_last(data_dir, tmp_path,  # noqa: F811
+                                                                                   monkeypatch):
+    """checkpoint_every_epochs=2 over 5 epochs: checkpoint.pt after epochs 2, 4 and 5 (the last).
+    A kill after epoch 3 (its line written, the last checkpoint epoch 2's): resume truncates
+    metrics.jsonl to epoch 2 and re-runs epoch 3, so every epoch is there once, with the numbers
+    of an uninterrupted run."""
+    cfg = trial_config(data_dir, epochs=5, checkpoint_every_epochs=2, checkpoint_every_minutes=None)
+    folder, killed = tmp_path / "trial", tmp_path / "killed"
+    saved: list[int] = []
+    real_save = checkpoint.save
+
+    def save(path, state):
+        if path.name == CHECKPOINT:
+            saved.append(state["epoch"])
+            assert "best_model" not in state  # best.pt is referenced, not copied
+            if state["epoch"] == 4:  # the folder as a kill after epoch 3 leaves it
+                shutil.copytree(folder, killed)
+        real_save(path, state)
+
+    monkeypatch.setattr(checkpoint, "save", save)
+    reference = train(cfg, folder)
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    assert saved == [2, 4, 5]
+    lines = read_lines(killed)
+    assert [line["epoch"] for line in lines] == [1, 2, 3]
+    assert checkpoint.load(killed / CHECKPOINT)["epoch"] == 2
+    with (killed / METRICS).open("w") as f:  # epoch 3's line changed (it must be re-run) and a torn line
+        f.write("".join(json.dumps(x) + "\n" for x in [*lines[:2], {**lines[2], "train_loss": -1.0}]))
+        f.write('{"epoch": 4, "trai')
+
+    resumed = train(cfg, killed)
+    assert comparable(read_lines(killed)) == comparable(read_lines(folder))
+    assert (resumed["metrics"], resumed["best_epoch"]) == (reference["metrics"], reference["best_epoch"])
+
+
+def test_the_requeue_signal_writes_the_last_finished_epochs_state(data_dir, tmp_path, monkeypatch):  # noqa: F811
+    """No checkpoint is due before the last epoch; the requeue signal after epoch 2 (submitit calls
+    TrialJob.checkpoint -> write_pending_checkpoint) writes epoch 2's state, kept in memory, so the
+    requeued job resumes after epoch 2 and ends with the numbers of an uninterrupted run."""
+    from attnsweep.pipelines.trial import trainer
+
+    cfg = trial_config(data_dir, epochs=4, checkpoint_every_minutes=None)
+    folder, requeued = tmp_path / "trial", tmp_path / "requeued"
+
+    def signal_after(trial_dir, epoch):
+        if epoch == 2:
+            assert not (folder / CHECKPOINT).exists()
+            trainer.write_pending_checkpoint()  # what the signal handler runs
+            shutil.copytree(folder, requeued)  # the folder as the requeued job finds it
+
+    monkeypatch.setattr(trainer, "hold_after_epoch", signal_after)
+    reference = train(cfg, folder)
+    assert checkpoint.load(requeued / CHECKPOINT)["epoch"] == 2
+    monkeypatch.undo()
+    resumed = train(cfg, requeued)
+    assert comparable(read_lines(requeued)) == comparable(read_lines(folder))
+    assert (resumed["metrics"], resumed["best_epoch"]) == (reference["metrics"], reference["best_epoch"])
 
 
 def test_a_config_cannot_reuse_another_trials_folder(finished, data_dir):  # noqa: F811
@@ -139,3 +204,15 @@ def test_the_requeue_signal_waits_for_a_checkpoint_write(tmp_path):
     assert written == [True]
     assert torch.equal(checkpoint.load(tmp_path / "state.pt")["w"], state["w"])
     assert signal.getsignal(signal.SIGUSR2) is previous
+
+
+@pytest.mark.slow
+def test_compile_runs_the_same_training_step(data_dir, tmp_path):  # noqa: F811
+    """`compile: true` on the CPU (inductor, C++): the trial runs and learns what the eager run does
+    (the kernels differ, so the numbers agree to rounding, not bit for bit). Minutes of compiling."""
+    eager = train(trial_config(data_dir, epochs=1), tmp_path / "eager")
+    compiled = train(trial_config(data_dir, epochs=1, compile=True), tmp_path / "compiled")
+    assert compiled["status"] == "ok"
+    line, expected = read_lines(tmp_path / "compiled")[0], read_lines(tmp_path / "eager")[0]
+    assert line["train_loss"] == pytest.approx(expected["train_loss"], rel=1e-3)
+    assert compiled["metrics"]["val"]["loss"] == pytest.approx(eager["metrics"]["val"]["loss"], rel=1e-3)

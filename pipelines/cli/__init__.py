@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from attnsweep.pipelines.cli import data as cli_data
+from attnsweep.pipelines.cli import features as cli_features
 from attnsweep.pipelines.cli import models as cli_models
 from attnsweep.pipelines.cli import report as cli_report
 from attnsweep.pipelines.cli import run as cli_run
@@ -18,6 +19,7 @@ app = typer.Typer(
 )
 app.command("models")(cli_models.models)
 app.command("report")(cli_report.report)
+app.command("features")(cli_features.features)
 app.command("run")(cli_run.run)
 app.command("export")(cli_run.export)
 app.command("train")(cli_train.train)

@@ -1,6 +1,8 @@
 """`attnsweep run STUDY` (the study driver) and `attnsweep export OUT --to FILE.parquet`."""
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -16,11 +18,12 @@ def run(
     study_file: Path = typer.Argument(..., help="The study file (studies/*.yaml)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: the study's out_dir, else runs/<name>)."),
     executor: Optional[str] = typer.Option(None, "--executor", help="Where trials train: debug | local | slurm."),
-    max_concurrent: Optional[int] = typer.Option(None, "--max-concurrent", min=1, help="Tune trials at once."),
+    max_concurrent: Optional[int] = typer.Option(None, "--max-concurrent", min=1, help="Training jobs at once across the study."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default sqlite:///<out>/mlflow.db)."),
     resume: bool = typer.Option(False, "--resume", help="Finish a study whose driver stopped; finished trials are not re-run."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and an estimated compute time; run nothing."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip the report at the end."),
+    allow_failed: bool = typer.Option(False, "--allow-failed", help="Exit 0 although some trials failed (the report lists them)."),
 ) -> None:
     """Run a study: search and repeat phases of every variant, MLflow, Parquet, report."""
     from pydantic import ValidationError
@@ -49,31 +52,45 @@ def run(
     from rich.console import Console
 
     from attnsweep.data import DataError
+    from attnsweep.pipelines.config.compare import StudyChanged
+    from attnsweep.pipelines.sweep.lock import StudyLocked
     from attnsweep.pipelines.sweep.orchestrate import StudyExists, run_study
+    from attnsweep.pipelines.store.parquet_store import BadResultsFile
+    from attnsweep.pipelines.sweep.failed_trials import StudyIncomplete
     from attnsweep.pipelines.sweep.phases import NoEligibleConfig
+    from attnsweep.pipelines.trial.failures import describe
     from attnsweep.pipelines.config.trial_config import TrialConfigError
 
     # Without a terminal (a log file, a SLURM job) rich would wrap at 80 columns.
     console = Console() if Console().is_terminal else Console(width=120, soft_wrap=True)
     try:
-        result = run_study(study, resume=resume, console=console, report=not no_report)
-    except (StudyExists, DataError, TrialConfigError) as e:
+        result = run_study(study, resume=resume, console=console, report=not no_report, allow_failed=allow_failed)
+    except (StudyExists, StudyLocked, StudyChanged, BadResultsFile, DataError, TrialConfigError) as e:
         _fail(str(e))
-    except NoEligibleConfig as e:
+    except (NoEligibleConfig, StudyIncomplete) as e:
         _fail(str(e), code=1)
+    except OSError as e:  # e.g. a full disk under the driver's own writes
+        _fail(describe(e), code=1)
     except KeyboardInterrupt:
         console.print("interrupted: unfinished trials' jobs were cancelled; `--resume` finishes the study")
-        raise typer.Exit(130) from None
+        # Everything is on disk and the jobs are stopped; the interpreter's native teardown after
+        # an interrupted Ray session took 40 s on a loaded machine, so the driver leaves now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     out_dir = result.out
     console.print(f"\n[bold]{study.name} finished[/]")
     console.print(f"  results (Parquet): {out_dir / 'results'}   (attnsweep export {out_dir} --to results.parquet)")
     console.print(f"  MLflow store:      {result.tracking_uri}")
     if result.report:
         console.print(f"  report:            {result.report / 'index.html'}  and  {result.report / 'report.md'}")
+    from attnsweep.pipelines.store.mlflow_summary import runs_url
+
     if result.tracking_uri.startswith("sqlite:"):
         console.print(f"  look at the runs:  mlflow ui --backend-store-uri {result.tracking_uri}")
+        console.print(f"                     then open {runs_url('http://127.0.0.1:5000', result.experiment_id)}")
     else:
-        console.print(f"  look at the runs:  open {result.tracking_uri} (experiment {study.name})")
+        console.print(f"  look at the runs:  {runs_url(result.tracking_uri, result.experiment_id)}")
 
 
 def export(
@@ -81,49 +98,71 @@ def export(
     to: Path = typer.Option(..., "--to", help="The Parquet file to write."),
 ) -> None:
     """Consolidate a study's result rows (`<out>/results/`) into one Parquet file."""
+    from attnsweep.pipelines.store.parquet_store import BadResultsFile
     from attnsweep.pipelines.store.parquet_store import export as export_rows
 
     try:
         n = export_rows(out, to)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, BadResultsFile) as e:
         _fail(str(e))
     typer.echo(f"{n} rows -> {to}")
 
 
 def print_plan(study) -> None:
-    """The plan (variants x phases x trials x splits x epochs) and its estimated compute time."""
+    """The plan (variants x phases x trials x splits x epochs) and its simulated schedule: the
+    estimated makespan next to the lower bound (job time / budget), per phase, and what twice the
+    budget would buy."""
     from rich.console import Console
     from rich.table import Table
 
     from attnsweep.pipelines.sweep import estimate
+
     rows = estimate.phase_work(study)
-    images = estimate.pool_images(study)
+    n_train = estimate.training_images(study)
+    folders = estimate.calibration_folders(study)
+    measured = estimate.measured_trainings(folders)
+    jobs = {p.variant: estimate.job_estimate(study, p, n_train, measured) for p in rows} if n_train else {}
     table = Table(title=f"{study.name}: plan ({study.dataset_label}, {study.image_size}px, executor "
-                        f"{study.executor.kind}, {study.max_concurrent} trials at once)")
-    for col in ("variant", "phase", "configs", "splits", "epochs", "trainings", "GFLOP/img", "est. wall"):
+                        f"{study.executor.kind}, {study.max_concurrent} jobs at once)")
+    for col in ("variant", "phase", "configs", "splits", "epochs", "trainings", "GFLOP/img", "est. per job"):
         table.add_column(col, justify="left" if col in ("variant", "phase") else "right")
-    wall = 0.0
     for p in rows:
-        seconds = estimate.phase_wall_seconds(study, p, images) if images else None
-        wall += seconds or 0.0
+        job = jobs.get(p.variant)
         table.add_row(p.variant, p.phase, str(p.configs), str(p.splits), str(p.epochs), str(p.trainings),
-                      f"{p.gflops_per_image:.3g}", _hours(seconds))
+                      f"{p.gflops_per_image:.3g}", _hours(job.seconds if job else None))
     console = Console(width=None if Console().is_terminal else 120)
     console.print(table)
     trainings = sum(p.trainings for p in rows)
     epochs = sum(p.trainings * p.epochs for p in rows)
-    console.print(f"{len(study.variants)} variants x {len({p.phase for p in rows})} phases: {trainings} trainings, "
+    console.print(f"{len(study.variant_ids)} variants x {len({p.phase for p in rows})} phases: {trainings} trainings, "
                   f"{epochs} epochs")
-    if images:
-        kind = estimate.device_kind(study)
-        tflops = study.estimate.tflops or estimate.default_rank_tflops(study)
-        console.print(f"estimated compute time: {_hours(wall)} wall ({images} images, {tflops:g} TFLOP/s per {kind} "
-                      f"rank x {study.executor.world_size} ranks)")
-    else:
+    if not jobs:
         console.print("estimated compute time: unknown (set estimate.train_images in the study)")
+        return
+    seconds = {v: j.seconds for v, j in jobs.items()}
+    sched = estimate.simulate(study, rows, seconds, study.max_concurrent)
+    # local jobs share this machine's cores: a wider budget makes each job slower
+    wide_study = study.model_copy(update={"max_concurrent": 2 * study.max_concurrent})
+    wider = estimate.simulate(wide_study, rows, {p.variant: estimate.job_estimate(wide_study, p, n_train, measured).seconds
+                                                 for p in rows}, wide_study.max_concurrent)
+    start, report, seen = estimate.driver_seconds(folders)
+    phases = ", ".join(f"{phase} ends at {_hours(t)}" for phase, t in sched.phase_end.items())
+    console.print(f"estimated compute time: {_hours(start + sched.makespan + report)} wall: jobs "
+                  f"{_hours(sched.makespan)} (lower bound {_hours(sched.lower_bound)} = {_hours(sched.job_seconds)} "
+                  f"of jobs / {study.max_concurrent}; {sched.occupancy:.0%} of the budget busy; {phases}) + start-up "
+                  f"{_hours(start)} + report {_hours(report)} ({'measured' if seen else 'default'})")
+    console.print(f"  with max_concurrent {2 * study.max_concurrent}: jobs {_hours(wider.makespan)} "
+                  f"(lower bound {_hours(wider.lower_bound)})")
+    calibrated = sum(j.calibrated for j in jobs.values())
+    console.print(f"  per-job time: {calibrated} of {len(jobs)} variants calibrated on measured trainings "
+                  f"({n_train} training images per split)")
+    for v, j in jobs.items():
+        console.print(f"    {v}: {_hours(j.seconds)} per job, {j.basis}")
 
 
 def _hours(seconds: float | None) -> str:
     if seconds is None:
         return "?"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"

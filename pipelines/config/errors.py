@@ -10,7 +10,8 @@ def one_line(err: ValidationError, source: str | None = "trial config", under: t
     section the validated data sits in (e.g. `("stats",)`). Custom checks' messages carry their
     own values, so `(got ...)` is added only to the type and range errors."""
     e = err.errors()[0]
-    loc = ".".join(str(p) for p in (*under, *e["loc"]))
+    # a union's member tags (`function-after[_ordered(), LogRange]`, `list[float]`) are pydantic's, not the user's
+    loc = ".".join(str(p) for p in (*under, *e["loc"]) if not (isinstance(p, str) and "[" in p))
     msg = e["msg"].removeprefix("Value error, ")
     got = "" if e["type"] in ("value_error", "missing") else f" (got {e['input']!r})"
     parts = [p for p in (source, loc) if p]

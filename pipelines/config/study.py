@@ -3,14 +3,16 @@ Validated with pydantic when loaded; an error is one line naming the file and th
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, field_validator, model_validator
 
 from attnsweep.data import DatasetSpec, SplitSpec
 from attnsweep.pipelines.config.executor import ExecutorSpec
+from attnsweep.pipelines.config.feature_settings import FeatureSettings
 from attnsweep.pipelines.config.stats_settings import StatsSettings
 from attnsweep.pipelines.config.errors import one_line
 from attnsweep.pipelines.config.trial_config import TrialConfig
@@ -47,7 +49,7 @@ class AshaSettings(BaseModel):
     """Asynchronous successive halving over epochs (ray.tune.schedulers.ASHAScheduler)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    grace_period: int = Field(1, ge=1, description="epochs every trial runs before it can be stopped")
+    grace_period: int = Field(1, ge=1, strict=True, description="epochs every trial runs before it can be stopped")
     reduction_factor: float = Field(3, gt=1)
 
 
@@ -55,11 +57,18 @@ class SearchSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     algorithm: Literal["tpe", "grid"] = "tpe"
-    trials: int = Field(8, ge=1, description="configurations per variant (tpe); grid: all combinations")
-    seed: int = 0
+    trials: int = Field(8, ge=1, strict=True, description="configurations per variant (tpe); grid: all combinations")
+    seed: int = Field(0, strict=True)
     lr: Space
     weight_decay: Space = [0.0]
     asha: AshaSettings | None = None
+
+    @field_validator("lr", "weight_decay", mode="before")
+    @classmethod
+    def _range_or_list(cls, v: object) -> object:
+        if not isinstance(v, (dict, list, LogRange)):  # else pydantic reports each union member's error
+            raise ValueError(f"expected a log-uniform range {{low: .., high: ..}} or a list of values, got {v!r}")
+        return v
 
     @field_validator("lr", "weight_decay")
     @classmethod
@@ -102,8 +111,48 @@ class EstimateSettings(BaseModel):
     """Only for the `--dry-run` compute estimate."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    train_images: int | None = Field(None, ge=1, description="images in the pool (synthderm: its `n`)")
+    train_images: int | None = Field(None, ge=1, strict=True, description="images in the pool (synthderm: its `n`)")
     tflops: float | None = Field(None, gt=0, description="sustained TFLOP/s per device; default by executor")
+    measured: list[Path] = Field(default_factory=list, description="more study folders to calibrate the per-job "
+                                 "time from (besides this study's and its sibling folders)")
+
+
+class VariantSpec(BaseModel):
+    """One row of the comparison: a model name, or a mapping with its own `id` (the name in results,
+    MLflow and the report), the `model`, the `baseline` it is compared with, and overrides of the
+    study's `train`, `search` and `executor` sections (merged over them, validated the same way)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str | None = None
+    model: str
+    baseline: str | None = None
+    train: dict = Field(default_factory=dict)
+    search: dict = Field(default_factory=dict)
+    executor: dict = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A variant with the study's settings merged in: what its trials are built from."""
+
+    id: str
+    model: str
+    baseline: str
+    train: TrainSettings
+    search: SearchSettings
+    executor: ExecutorSpec
+
+
+VARIANT_ID = r"[A-Za-z0-9][A-Za-z0-9_.+-]*"  # it names trial folders and MLflow runs
+
+
+def _merged(base: BaseModel, override: dict) -> dict:
+    """`override` over `base`'s values, mappings merged key by key (e.g. executor.slurm.gpus_per_node)."""
+    def merge(a: dict, b: dict) -> dict:
+        return {**a, **{k: merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+                        for k, v in b.items()}}
+
+    return merge(base.model_dump(), override)
 
 
 class Study(BaseModel):
@@ -114,37 +163,49 @@ class Study(BaseModel):
     dataset: DatasetSpec
     dataset_name: str | None = Field(None, description="the `dataset` column of the results; default: the format")
     ood: dict[str, DatasetSpec] = Field(default_factory=dict)
-    image_size: int = Field(224, ge=16)
-    variants: list[str] = Field(min_length=1)
+    image_size: int = Field(224, ge=16, strict=True)
+    variants: list[str | VariantSpec] = Field(min_length=1)
     train: TrainSettings
     search: SearchSettings
     splits: SplitSpec = Field(default_factory=SplitSpec)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
-    max_concurrent: int = Field(2, ge=1, description="Tune trials running at once")
-    max_failures: int = Field(1, ge=0, description="retries of a failed trial (from its checkpoint)")
+    max_concurrent: int = Field(2, ge=1, strict=True, description="training jobs running at once across the study "
+                                                     "(a search trial on 2 splits is 2 jobs)")
+    max_failures: int = Field(1, ge=0, strict=True, description="retries of a failed trial (from its checkpoint)")
     tracking_uri: str | None = Field(None, description="default: sqlite:///<out>/mlflow.db")
     out_dir: Path | None = Field(None, description="default: runs/<name>")
     stats: StatsSettings = Field(default_factory=StatsSettings)
     estimate: EstimateSettings = Field(default_factory=EstimateSettings)
+    _resolved: dict[str, Variant] = PrivateAttr(default_factory=dict)  # id -> merged settings (derived)
+    features: FeatureSettings | None = Field(None, description="feature usage (Table 3) after the repeats")
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
+        if len(v) > 100:  # it names folders (a file name has at most 255 bytes) and the MLflow experiment
+            raise ValueError(f"at most 100 characters, got {len(v)}")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
             raise ValueError(f"use letters, digits, '_', '.', '-' (it names folders and the MLflow experiment), got {v!r}")
         return v
 
     @field_validator("variants")
     @classmethod
-    def _variants(cls, names: list[str]) -> list[str]:
+    def _variants(cls, items: list[str | VariantSpec]) -> list[str | VariantSpec]:
         from attnsweep.models import parse_name
 
-        for n in names:
-            parse_name(n)  # ValueError listing the valid backbones and attentions
-        dup = sorted({n for n in names if names.count(n) > 1})
+        for item in items:
+            model = item if isinstance(item, str) else item.model
+            try:
+                parse_name(model)  # ValueError listing the valid backbones and attentions
+            except ValueError as e:
+                raise ValueError(str(e) if isinstance(item, str) else f"{_id(item)}.model: {e}") from None
+            if not re.fullmatch(VARIANT_ID, _id(item)):
+                raise ValueError(f"id: use letters, digits, '_', '.', '+', '-' (it names folders), got {_id(item)!r}")
+        ids = [_id(i) for i in items]
+        dup = sorted({n for n in ids if ids.count(n) > 1})
         if dup:
             raise ValueError(f"listed twice: {dup}")
-        return names
+        return items
 
     @field_validator("ood")
     @classmethod
@@ -161,8 +222,75 @@ class Study(BaseModel):
         if self.splits.search_splits == 0 and not self.search.fixed():
             raise ValueError("splits.search_splits: 0 skips the search, which needs a single lr and weight_decay")
         for variant, base in self.stats.baselines.items():
-            if variant not in self.variants or base not in self.variants:
+            if variant not in self.variant_ids or base not in self.variant_ids:
                 raise ValueError(f"stats.baselines: {variant} -> {base} names a variant the study does not list")
+        if self.splits.search_splits > self.max_concurrent:
+            raise ValueError(f"max_concurrent: {self.max_concurrent} jobs cannot hold a search configuration, which "
+                             f"trains its {self.splits.search_splits} search splits at once")
+        resolved, trained = {}, {}
+        for item in self.variants:
+            v = self._resolve(item)
+            same = trained.setdefault((v.model, v.train), v.id)
+            if same != v.id:
+                raise ValueError(f"variants.{v.id}: trains {v.model} with the same train settings as {same}")
+            if self.splits.search_splits == 0 and not v.search.fixed():
+                raise ValueError(f"variants.{v.id}.search: without search splits it needs a single lr and weight_decay")
+            resolved[v.id] = v
+        self._resolved = resolved
+        return self
+
+    def _resolve(self, item: str | VariantSpec) -> Variant:
+        """Merge a variant's overrides over the study's sections; one line naming the variant and the
+        field on error. The default baseline: the variant of its backbone without attention and
+        with the same pretraining (a ViT-Tiny 21k row is compared with itself, not with the 1k one)."""
+        from attnsweep.models import parse_name
+
+        spec = VariantSpec(model=item) if isinstance(item, str) else item
+        vid = _id(spec)
+        if "kind" in spec.executor:
+            raise ValueError(f"variants.{vid}.executor.kind: one executor kind per study (set it in executor:)")
+        sections = {}
+        for name, model, base in (("train", TrainSettings, self.train), ("search", SearchSettings, self.search),
+                                  ("executor", ExecutorSpec, self.executor)):
+            override = getattr(spec, name)
+            try:
+                sections[name] = model.model_validate(_merged(base, override)) if override else base
+            except ValidationError as err:
+                e = err.errors()[0]
+                loc = ".".join(str(p) for p in (f"variants.{vid}.{name}", *e["loc"]))
+                got = "" if e["type"] in ("value_error", "missing") else f" (got {e['input']!r})"
+                raise ValueError(f"{loc}: {e['msg'].removeprefix('Value error, ')}{got}") from None
+        if spec.baseline is not None and spec.baseline not in self.variant_ids:
+            raise ValueError(f"variants.{vid}.baseline: {spec.baseline!r} is not a variant of the study")
+        backbone = parse_name(spec.model)[0]
+        plain = [v for v in self.variants if (v if isinstance(v, str) else v.model) == backbone
+                 and self._pretrained(v) == sections["train"].pretrained]
+        baseline = spec.baseline or self.stats.baselines.get(vid) or (_id(plain[0]) if plain else backbone)
+        return Variant(vid, spec.model, baseline, sections["train"], sections["search"], sections["executor"])
+
+    def _pretrained(self, item: str | VariantSpec) -> str | None:
+        if isinstance(item, VariantSpec) and "pretrained" in item.train:
+            return item.train["pretrained"]
+        return self.train.pretrained
+
+    @property
+    def variant_ids(self) -> list[str]:
+        """The variants' names in results, MLflow and the report, in table order."""
+        return [_id(v) for v in self.variants]
+
+    def variant(self, variant_id: str) -> Variant:
+        """A variant's model and its merged train, search and executor settings."""
+        return self._resolved[variant_id]
+
+    def baselines(self) -> dict[str, str]:
+        """variant id -> the variant id it is compared with (written to the study copy for the report)."""
+        return {vid: v.baseline for vid, v in self._resolved.items()}
+
+    @model_validator(mode="after")
+    def _features_eval_set(self) -> Study:
+        sets = ["val", "test", *(f"ood:{k}" for k in self.ood)]
+        if self.features and self.features.eval_set not in sets:
+            raise ValueError(f"features.eval_set: {self.features.eval_set!r} is not one of {sets}")
         return self
 
     @property
@@ -171,6 +299,10 @@ class Study(BaseModel):
 
     def output_dir(self) -> Path:
         return (self.out_dir or Path("runs") / self.name).resolve()
+
+
+def _id(item: str | VariantSpec) -> str:
+    return item if isinstance(item, str) else (item.id or item.model)
 
 
 class StudyError(ValueError):

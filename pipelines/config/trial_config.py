@@ -31,26 +31,33 @@ class TrialConfig(BaseModel):
     ood: dict[str, DatasetSpec] = Field(default_factory=dict)
     splits: SplitSpec = Field(default_factory=SplitSpec)
     split: str = Field("search-0", description="split name (search-K, repeat-K)")
-    image_size: int = Field(224, ge=16)
+    image_size: int = Field(224, ge=16, strict=True)
     stem: Literal["imagenet", "small"] = Field(
         "imagenet", description="ResNets: `small` is the 3x3 stride-1 stem without max-pool of the 28-32 px papers")
-    epochs: int = Field(ge=1)
+    epochs: int = Field(ge=1, strict=True)
     lr: float = Field(gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(ge=1, description="global batch, split evenly over the ranks")
+    batch_size: int = Field(ge=1, strict=True, description="global batch, split evenly over the ranks")
     optimizer: Literal["sgd", "adamw"] = "sgd"
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum; AdamW's beta1")
     schedule: Literal["step", "multistep", "cosine", "constant"] = Field("constant", description="learning-rate schedule")
-    step_size: int = Field(30, ge=1, description="step: epochs between decays (x gamma)")
+    step_size: int = Field(30, ge=1, strict=True, description="step: epochs between decays (x gamma)")
     milestones: tuple[float, ...] = Field((0.3, 0.6, 0.9), description="multistep: fractions of the epochs (x gamma)")
     gamma: float = Field(0.1, gt=0, le=1, description="step/multistep: decay factor")
     augmentation: Literal["none", "flip_rot20", "perez2018"] = "none"
-    seed: int = 0
+    seed: int = Field(0, strict=True)
     pretrained: str | None = Field(None, description="pretrained weights (see attnsweep models)")
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="numeric precision (autocast); fp16 needs a GPU")
     selection_metric: selection.Metric = Field(selection.DEFAULT, description="validation metric that selects "
                                                                               "the epoch and the configuration")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank")
+    num_workers: int = Field(0, ge=0, strict=True, description="DataLoader worker processes per rank")
+    # checkpoint.pt (the resume state) after the last epoch, at the requeue signal, and after an
+    # epoch when either of these is due (both None: only those two); a kill re-runs the epochs since.
+    checkpoint_every_epochs: int | None = Field(None, ge=1, strict=True, description="every K epochs")
+    checkpoint_every_minutes: float | None = Field(10.0, gt=0, description="once this long since the last one")
+    cpu_threads: int | None = Field(None, ge=1, strict=True, description="torch threads per rank on the CPU; None: "
+                                                          "SLURM's cpus-per-task, else the cores shared by the ranks")
+    compile: bool = Field(False, strict=True, description="torch.compile the model (worth it on a GPU)")
     data_dir: Path | None = Field(None, description="prepared data (attnsweep.data.prepare); "
                                                     "None: prepared into the trial folder")
 

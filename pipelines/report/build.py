@@ -1,10 +1,13 @@
 """`attnsweep report OUT`: statistics, tables, figures and explanations of a study folder ->
-`<out>/report/` (`index.html` with PNGs beside it, `report.md`, `tables/*.csv`). Reads only the
+`<out>/report/` (`index.html`, one self-contained file with its figures and CSVs embedded, so it
+also shows as an MLflow artifact; `report.md` with the PNGs beside it; `tables/*.csv`). Reads only the
 study folder. The folder is built under a temporary name and swapped in at the end, so a failed
 report never leaves a half-written one."""
 from __future__ import annotations
 
+import base64
 import math
+import os
 import re
 import shutil
 import uuid
@@ -13,7 +16,10 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
+from attnsweep.data.atomic import remove_stale_folders
+from attnsweep.pipelines.report import details
 from attnsweep.pipelines.report import plots as report_plots
+from attnsweep.pipelines.report.features import report_context as feature_report_context
 from attnsweep.pipelines.report.study_folder import StudyFolder, load
 from attnsweep.pipelines.report.tables import (
     baselines,
@@ -22,7 +28,7 @@ from attnsweep.pipelines.report.tables import (
     table2_cells,
     write_tables,
 )
-from attnsweep.pipelines.report.stats import caption
+from attnsweep.pipelines.report.stats import TEST_NAMES, StatsSettings, caption
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("attnsweep.pipelines.report", "templates"),
@@ -36,7 +42,7 @@ def _fmt(v) -> str:
     if v is None or v is pd.NA:
         return "–"
     if isinstance(v, bool):
-        return "yes" if v else ""
+        return "yes" if v else "no"
     if isinstance(v, float):
         if math.isnan(v):
             return "–"
@@ -66,13 +72,16 @@ def _html_table(df: pd.DataFrame) -> dict:
             "rows": [list(zip(r, numeric)) for r in _display(df).astype(str).values.tolist()]}
 
 
-def _comparisons_display(comp: pd.DataFrame) -> pd.DataFrame:
-    """The tested rows, compact: the CI in one column, Holm named."""
+def _comparisons_display(comp: pd.DataFrame, settings: StatsSettings) -> pd.DataFrame:
+    """The tested rows, compact: the CI in one column, Holm named, significance as yes/no with
+    the deciding test named."""
     tested = comp[comp["variant"] != comp["baseline"]].copy()
     tested["CI"] = [f"{_fmt(lo)} .. {_fmt(hi)}" for lo, hi in zip(tested["ci_low"], tested["ci_high"])]
-    tested = tested.rename(columns={"p_holm": "p (Holm)", "excluded_runs": "left out"})
+    holm = ", Holm" if settings.correction == "holm" else ""
+    significant = f"significant ({TEST_NAMES[settings.significance]}{holm})"
+    tested = tested.rename(columns={"p_holm": "p (Holm)", "excluded_runs": "left out", "significant": significant})
     return tested[["metric", "dataset", "eval_set", "variant", "baseline", "n", "mean", "std", "diff",
-                   "p_welch", "p_paired", "p_corrected", "p (Holm)", "hedges_g", "CI", "significant",
+                   "p_welch", "p_paired", "p_corrected", "p (Holm)", "hedges_g", "CI", significant,
                    "left out"]]
 
 
@@ -89,13 +98,16 @@ def _results_context(folder: StudyFolder, comp: pd.DataFrame, order: list[str]) 
             row_cells = []
             for d in datasets:
                 cs = cells[v].get(d)
+                n = f" (n={cs[0].n})" if cs else ""  # runs behind the test value
                 row_cells.append({
                     "html": cell_group_text(cs, ("<b>", "</b>")).replace("↑", '<span class="up">↑</span>')
-                    .replace("↓", '<span class="down">↓</span>') if cs else "",
-                    "md": cell_group_text(cs, ("**", "**")) if cs else "",
+                    .replace("↓", '<span class="down">↓</span>') + f'<span class="n">{n}</span>' if cs else "",
+                    "md": cell_group_text(cs, ("**", "**")) + n if cs else "",
                     "sig": bool(cs) and any(c.significant for c in cs),
                 })
-            rows.append({"variant": v, "baseline": base[v], "is_baseline": base[v] == v, "cells": row_cells})
+            is_baseline = base[v] == v
+            rows.append({"variant": v, "baseline": "(baseline)" if is_baseline else base[v],
+                         "is_baseline": is_baseline, "cells": row_cells})
         out.append({"metric": metric, "datasets": datasets, "rows": rows})
     return out
 
@@ -106,8 +118,9 @@ def _slug(name: str) -> str:
 
 
 def _scratch(out: Path, prefix: str) -> Path:
-    # not tempfile.mkdtemp: its 0700 mode would make the report unreadable to the user's group
-    path = out / f"{prefix}{uuid.uuid4().hex[:12]}"
+    # not tempfile.mkdtemp: its 0700 mode would make the report unreadable to the user's group;
+    # the pid in the name lets a later build remove what a killed one left (remove_stale_folders)
+    path = out / f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:12]}"
     path.mkdir()
     return path
 
@@ -116,7 +129,8 @@ def _figures(folder: StudyFolder, tables: dict[str, pd.DataFrame], into: Path) -
     r, order, comp = folder.results, folder.variant_order, tables["comparisons"]
     base = baselines(folder)
     datasets = sorted(r["dataset"].unique())
-    figs: dict[str, list[str]] = {"distribution_figures": [], "landscape_figures": [], "curve_figures": []}
+    figs: dict[str, list[str]] = {"distribution_figures": [], "landscape_figures": [], "curve_figures": [],
+                                  "confusion_figures": []}
     usable = r[(r["phase"] == "repeat") & (r["status"] == "ok")]
     for metric in folder.settings.metrics:
         for d in datasets:
@@ -131,9 +145,20 @@ def _figures(folder: StudyFolder, tables: dict[str, pd.DataFrame], into: Path) -
             report_plots.landscape_plot(land, d, order, into / name)
             figs["landscape_figures"].append(name)
         name = f"curves_{_slug(d)}.png"
-        if report_plots.curves_plot(folder.epochs, r, d, order, into / name):
+        if report_plots.curves_plot(folder.epochs, r, d, order, into / name, folder.selection_metric):
             figs["curve_figures"].append(name)
+        matrices = details.summed_confusion(folder, d)
+        if matrices:
+            name = f"confusion_{_slug(d)}.png"
+            report_plots.confusion_plot(matrices, details.class_names(folder), d, into / name)
+            figs["confusion_figures"].append(name)
     return figs
+
+
+def _data_uri(path: Path, mime: str) -> str:
+    """A file as a data: URI, so `index.html` needs nothing beside it (an MLflow artifact view
+    shows the page alone; relative links there lead nowhere)."""
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
 def _explanations(folder: StudyFolder, into: Path, enabled: bool) -> dict:
@@ -149,7 +174,7 @@ def render(folder: StudyFolder, tables: dict[str, pd.DataFrame], into: Path, exp
     """Write figures, `index.html` and `report.md` into `into` (tables are written separately)."""
     order = folder.variant_order
     facts = dict(zip(tables["run_facts"]["fact"], tables["run_facts"]["value"]))
-    generic = ("params", "best_hparams", "left_out_runs", "run_facts")
+    generic = ("params", "best_hparams", "runs_not_ok", "cost", "run_facts")
     context = {
         "name": folder.name,
         "facts_line": (f"{facts['variants']} variants on {facts['datasets']}; {facts['repeat trials']} repeat "
@@ -159,17 +184,22 @@ def render(folder: StudyFolder, tables: dict[str, pd.DataFrame], into: Path, exp
         "caption": caption(folder.settings),
         "ci_level": f"{100 * (1 - folder.settings.alpha):g}",
         "results_tables": _results_context(folder, tables["comparisons"], order),
-        "has_left_out": not tables["left_out_runs"].empty,
+        "has_not_ok": not tables["runs_not_ok"].empty,
+        "selection_metric": folder.selection_metric,
         "csv_names": list(tables),
         **_figures(folder, tables, into),
         **_explanations(folder, into, explain),
+        "feature_usage": feature_report_context(folder.out, order),
     }
-    comp = _comparisons_display(tables["comparisons"])
+    comp = _comparisons_display(tables["comparisons"], folder.settings)
+    recipe = details.recipe(folder)
     html_tables = {k: _html_table(tables[k]) for k in generic} | {
-        "comparisons": [(m, _html_table(c.drop(columns="metric"))) for m, c in comp.groupby("metric", sort=False)]}
-    (into / "index.html").write_text(
-        _ENV.get_template("report.html.j2").render(**context, tables=html_tables))
-    md = {k: _md_table(tables[k]) for k in generic} | {"comparisons": _md_table(comp)}
+        "comparisons": [(m, _html_table(c.drop(columns="metric"))) for m, c in comp.groupby("metric", sort=False)],
+        "recipe": _html_table(recipe)}
+    (into / "index.html").write_text(_ENV.get_template("report.html.j2").render(
+        **context, tables=html_tables, img=lambda name: _data_uri(into / name, "image/png"),
+        csv=lambda name: _data_uri(into / "tables" / f"{name}.csv", "text/csv")))
+    md = {k: _md_table(tables[k]) for k in generic} | {"comparisons": _md_table(comp), "recipe": _md_table(recipe)}
     (into / "report.md").write_text(_ENV.get_template("report.md.j2").render(**context, md=md))
 
 
@@ -177,6 +207,8 @@ def build_report(out: Path | str, explain: bool = True) -> Path:
     """Build `<out>/report/` from the study folder; returns its path."""
     out = Path(out)
     folder = load(out)
+    for prefix in (".report-", ".report-old-"):
+        remove_stale_folders(out, prefix)
     tmp = _scratch(out, ".report-")
     try:
         tables = build_tables(folder)

@@ -16,6 +16,7 @@ from attnsweep.pipelines.report.stats import eval_set_order  # noqa: E402
 
 BASE_COLOR, SAME_COLOR, BETTER_COLOR, WORSE_COLOR = "#7f7f7f", "#4c72b0", "#2ca02c", "#d62728"
 DPI = 110
+MIN_BOX_N = 5  # runs per variant below which a box plot is not drawn
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -32,8 +33,8 @@ def grouped_order(order: list[str], baselines: dict[str, str]) -> list[str]:
 
 def distribution_plot(results: pd.DataFrame, comp: pd.DataFrame, metric: str, dataset: str,
                       order: list[str], baselines: dict[str, str], path: Path) -> Path:
-    """Box + strip plot per variant over the repeat splits (usable runs), one panel per evaluated
-    set; colour: baseline grey, significantly better green / worse red, otherwise blue."""
+    """Box (from MIN_BOX_N runs, else a bar at the mean) + strip plot per variant over the repeat
+    splits (usable runs), one panel per evaluated set; colour: baseline grey, significantly better green / worse red, otherwise blue."""
     rep = results[(results["phase"] == "repeat") & (results["dataset"] == dataset)
                   & (results["status"] == "ok") & results[metric].notna()]
     sets = eval_set_order(rep["eval_set"].unique())
@@ -54,10 +55,12 @@ def distribution_plot(results: pd.DataFrame, comp: pd.DataFrame, metric: str, da
                 colors.append(BETTER_COLOR if sig.loc[v, "diff"] > 0 else WORSE_COLOR)
             else:
                 colors.append(SAME_COLOR)
-        box = ax.boxplot(data, widths=0.55, patch_artist=True, showfliers=False)
-        for patch, c in zip(box["boxes"], colors):
-            patch.set(facecolor=c, alpha=0.25, edgecolor=c)
         for i, (d, c) in enumerate(zip(data, colors), start=1):
+            if len(d) >= MIN_BOX_N:  # quartiles of fewer points say nothing: points and the mean then
+                box = ax.boxplot([d], positions=[i], widths=0.55, patch_artist=True, showfliers=False)
+                box["boxes"][0].set(facecolor=c, alpha=0.25, edgecolor=c)
+            elif len(d):
+                ax.hlines(d.mean(), i - 0.25, i + 0.25, color=c, lw=2)
             ax.scatter(i + rng.uniform(-0.12, 0.12, len(d)), d, s=14, color=c, zorder=3)
         ax.set_xticks(range(1, len(variants) + 1), variants, rotation=35, ha="right", fontsize=8)
         ax.set_title(f"{dataset} / {eval_set}", fontsize=10)
@@ -118,24 +121,59 @@ def landscape_plot(landscape: pd.DataFrame, dataset: str, order: list[str], path
 
 
 def curves_plot(epochs: pd.DataFrame, results: pd.DataFrame, dataset: str, order: list[str],
-                path: Path) -> Path | None:
-    """Mean validation balanced accuracy per epoch over the repeat splits, one line per variant."""
+                path: Path, metric: str = "balanced_accuracy") -> Path | None:
+    """Validation `metric` (the study's selection metric) per epoch over the repeat splits: the
+    mean per variant, and a band of ± one standard deviation across the splits."""
+    column = f"val_{metric}"
     trials = results.loc[(results["phase"] == "repeat") & (results["dataset"] == dataset), "trial_id"]
     ep = epochs[(epochs["phase"] == "repeat") & epochs["trial_id"].isin(set(trials))]
-    ep = ep[ep["val_balanced_accuracy"].notna()]
+    ep = ep[ep[column].notna()]
     if ep.empty:
         return None
+    scale = 1 if metric == "loss" else 100
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    mean = ep.groupby(["variant", "epoch"])["val_balanced_accuracy"].mean() * 100
+    agg = ep.groupby(["variant", "epoch"])[column].agg(["mean", "std"]) * scale
     for v in order:
-        if v in mean.index.get_level_values(0):
-            ax.plot(mean[v].index, mean[v].to_numpy(), marker="o", ms=3, label=v)
+        if v in agg.index.get_level_values(0):
+            a = agg.loc[v]
+            (line,) = ax.plot(a.index, a["mean"].to_numpy(), marker="o", ms=3, label=v)
+            std = a["std"].fillna(0).to_numpy()  # one split: no spread
+            ax.fill_between(a.index, a["mean"] - std, a["mean"] + std, color=line.get_color(), alpha=0.15, lw=0)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("val balanced accuracy (%)")
-    ax.set_title(f"{dataset}: validation curves (mean over repeat splits)", fontsize=10)
+    ax.set_ylabel(f"val {metric}" + ("" if metric == "loss" else " (%)"))
+    ax.set_title(f"{dataset}: validation curves (mean ± std over repeat splits)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
+    return _save(fig, path)
+
+
+def confusion_plot(matrices: dict[str, np.ndarray], class_names: list[str] | None, dataset: str,
+                   path: Path) -> Path:
+    """One panel per variant: the test confusion matrix summed over the repeat splits, each row
+    normalised to the true class (the diagonal is the per-class recall), counts in the cells."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    variants = list(matrices)
+    k = len(next(iter(matrices.values())))
+    labels = class_names if class_names and len(class_names) == k else [str(i) for i in range(k)]
+    cols = min(3, len(variants))
+    rows = -(-len(variants) // cols)
+    size = 1.2 + 0.55 * k
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 0.6, size * rows + 0.4), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat[len(variants):]:
+        ax.axis("off")
+    for ax, v in zip(axes.flat, variants):
+        cm = matrices[v]
+        norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        ConfusionMatrixDisplay(norm, display_labels=labels).plot(ax=ax, colorbar=False, values_format=".2f",
+                                                                 im_kw={"vmin": 0, "vmax": 1})
+        ax.set_title(f"{v} (n={int(cm.sum())} images)", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.set_xticklabels(labels, rotation=35, ha="right")
+    fig.suptitle(f"{dataset}: test confusion matrices, summed over the repeat splits (row-normalised)",
+                 fontsize=10)
     return _save(fig, path)
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 from pydantic import ValidationError
 
+from attnsweep.pipelines.store import parquet_store
 from attnsweep.pipelines.store.results_schema import EPOCHS_SCHEMA, RESULTS_SCHEMA
 from attnsweep.pipelines.config.errors import one_line
 from attnsweep.pipelines.config.stats_settings import StatsSettings
@@ -35,6 +35,11 @@ class StudyFolder:
         return str(self.study.get("name") or (names[0] if len(names) else self.out.name))
 
     @property
+    def selection_metric(self) -> str:
+        """The validation metric that chose each run's epoch (`train.selection_metric`)."""
+        return str((self.study.get("train") or {}).get("selection_metric") or "balanced_accuracy")
+
+    @property
     def variant_order(self) -> list[str]:
         """Table row order: the study's model list, then the model registry's order, then by name."""
         listed = _study_variants(self.study)
@@ -47,31 +52,22 @@ class StudyFolder:
 
 
 def _study_variants(study: dict) -> list[str]:
-    items = study.get("variants")  # the study schema's list, in table order
-    return [str(i) for i in items] if isinstance(items, list) else []
+    items = study.get("variants")  # the study schema's list, in table order: names or {id, model, ...}
+    if not isinstance(items, list):
+        return []
+    return [str(i.get("id") or i.get("model")) if isinstance(i, dict) else str(i) for i in items]
 
 
 def _read_parquet_dir(folder: Path, schema: pa.Schema, required: bool) -> pd.DataFrame:
-    # temp files of an in-flight write start with '.' or '_' and are skipped, as pyarrow does
-    files = sorted(p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_")))
-    if not files:
+    found = parquet_store.files(folder)
+    if not found:
         if required:
             raise StudyFolderError(f"{folder}: no Parquet files (has the study run?)")
         return schema.empty_table().to_pandas()
-    tables = []
-    for f in files:
-        try:
-            t = pq.read_table(f)
-        except (pa.ArrowInvalid, OSError) as e:
-            raise StudyFolderError(f"{f}: not a readable Parquet file ({e})") from None
-        missing = [n for n in schema.names if n not in t.column_names]
-        if missing:
-            raise StudyFolderError(f"{f}: missing columns {missing}")
-        try:
-            tables.append(t.select(schema.names).cast(schema))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-            raise StudyFolderError(f"{f}: column types do not match the schema ({e})") from None
-    return pa.concat_tables(tables).to_pandas()
+    try:
+        return pa.concat_tables([parquet_store.read_checked(f, schema) for f in found]).to_pandas()
+    except parquet_store.BadResultsFile as e:
+        raise StudyFolderError(str(e)) from None
 
 
 def _read_study(path: Path) -> tuple[dict, StatsSettings]:

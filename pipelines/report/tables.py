@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from attnsweep.pipelines.report import stats
+from attnsweep.pipelines.report import details, stats
 from attnsweep.pipelines.report.study_folder import StudyFolder, StudyFolderError
 from attnsweep.pipelines.store.results_schema import SCHEMA_VERSION
 
@@ -133,13 +133,11 @@ def best_hparams(folder: StudyFolder, landscape: pd.DataFrame) -> pd.DataFrame:
 
 
 def left_out_runs(folder: StudyFolder) -> pd.DataFrame:
-    """Runs without usable results: diverged or failed in any phase, stopped in the repeat phase
-    (in the search a stop is the scheduler's normal early stop). The statistics exclude them."""
-    runs = _runs(folder.results)
-    bad = runs[(runs["status"] != "ok") & ((runs["phase"] == "repeat") | (runs["status"] != "stopped"))]
-    rank = {v: i for i, v in enumerate(folder.variant_order)}
-    bad = bad.assign(_r=bad["variant"].map(rank)).sort_values(["phase", "dataset", "_r", "split"])
-    return bad[["phase", "dataset", "variant", "split", "status", "trial_id"]].reset_index(drop=True)
+    """Runs without usable results, which the statistics exclude: diverged or failed in any phase,
+    stopped in the repeat phase (in the search a stop is the scheduler's normal early stop)."""
+    bad = details.not_ok_runs(folder)
+    return bad[bad["left_out"].astype(bool)][["phase", "dataset", "variant", "split", "status", "trial_id", "reason"]
+                                ].reset_index(drop=True)
 
 
 def _span(times: pd.Series) -> str:
@@ -187,6 +185,8 @@ def build_tables(folder: StudyFolder) -> dict[str, pd.DataFrame]:
         "best_hparams": best_hparams(folder, landscape),
         "search_landscape": landscape,
         "left_out_runs": left_out_runs(folder),
+        "runs_not_ok": details.not_ok_runs(folder),
+        "cost": details.cost_table(folder),
         "run_facts": run_facts(folder),
     }
     return tables

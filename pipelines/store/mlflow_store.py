@@ -1,17 +1,21 @@
 """MLflow runs of a study, written by the driver only: experiment = study, a parent run per
 variant and phase, a child run per trial and split (params, per-epoch metrics with step = epoch,
-tags, artifacts). Runs are found again by their tags, so a resumed driver continues a run that
+tags, artifacts). A parent carries the aggregate of its children (`mlflow_summary`), a child the
+final values as tags (not one-point charts), the git commit and the dataset (`log_input`).
+Runs are found again by their tags, so a resumed driver continues a run that
 was left RUNNING instead of opening a second one, and never touches a finished one."""
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from attnsweep.pipelines.config.selection import METRICS
+from attnsweep.pipelines.store import mlflow_summary, parquet_store
 from attnsweep.pipelines.store.result_rows import TrialRef
 
 # status of a trial -> the MLflow run status it ends with
@@ -24,12 +28,16 @@ def default_tracking_uri(out: Path) -> str:
 
 
 class MlflowStore:
-    def __init__(self, tracking_uri: str, experiment: str, out: Path):
+    def __init__(self, tracking_uri: str, experiment: str, out: Path, dataset_name: str | None = None,
+                 headline_metric: str = "balanced_accuracy"):
+        """`dataset_name`: the study's dataset label; with it every child run logs `<out>/data`
+        as its input dataset. `headline_metric`: the aggregate a parent's run name shows."""
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         from mlflow import MlflowClient
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its database set-up chatter
-        self.client = MlflowClient(tracking_uri)
+        # The Tuners of all variants record from their own driver threads: one call at a time.
+        self.client = _Serialised(MlflowClient(tracking_uri))
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             # A local store keeps artifacts beside the study; a server decides for itself.
@@ -38,6 +46,10 @@ class MlflowStore:
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
         else:
             self.experiment_id = exp.experiment_id
+        for key, value in mlflow_summary.EXPERIMENT_KIND.items():
+            self.client.set_experiment_tag(self.experiment_id, key, value)
+        self.out, self.dataset_name, self.headline_metric = out, dataset_name, headline_metric
+        self._source_tags = mlflow_summary.source_tags(mlflow_summary.git_commit())
         self._parents: dict[tuple[str, str], str] = {}
         self._children: dict[str, tuple[str, str]] = {}  # trial_id -> (run_id, status)
         self._last_step: dict[str, int] = {}
@@ -79,7 +91,22 @@ class MlflowStore:
         return self._parents[key]
 
     def finish_parent(self, variant: str, phase: str, best: dict[str, Any] | None = None) -> None:
+        """The aggregate of the parent's recorded children as its metrics (step 0); a search
+        parent aggregates the runs of its best configuration (`best`, also logged as params), so
+        its `val_..._mean` is the best score."""
+        from mlflow.entities import Metric
+
         run_id = self.parent(variant, phase)
+        rows = parquet_store.read(self.out).to_pandas() if (self.out / "results").exists() else None
+        if rows is not None:
+            rows = rows[(rows["variant"] == variant) & (rows["phase"] == phase)]
+            if best:
+                rows = rows[(rows["lr"] == best["lr"]) & (rows["weight_decay"] == best["weight_decay"])]
+            now = int(time.time() * 1000)
+            summary = mlflow_summary.parent_summary(rows)
+            self.client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in sorted(summary.items())])
+            self.client.update_run(run_id, name=mlflow_summary.parent_title(variant, phase, summary,
+                                                                            self.headline_metric))
         if best:
             self.client.log_batch(run_id, params=_params({f"best_{k}": v for k, v in best.items()}))
         self.client.set_terminated(run_id, "FINISHED")
@@ -100,13 +127,25 @@ class MlflowStore:
                 TAG + "variant": ref.variant,
                 TAG + "split": ref.split,
                 TAG + "status": "running",
+                **self._source_tags,
             },
         )
         scalars = {k: v for k, v in config.items() if not isinstance(v, (dict, list)) and k != "data_dir"}
         self.client.log_batch(run.info.run_id, params=_params(scalars))
+        data_dir = self.out / "data"
+        if self.dataset_name and (data_dir / "manifest.json").exists():
+            self.client.log_inputs(run.info.run_id,
+                                   [mlflow_summary.dataset_input(data_dir, self.dataset_name, ref.split)])
         self._children[ref.trial_id] = (run.info.run_id, "RUNNING")
         self._last_step[run.info.run_id] = 0
         return run.info.run_id, False
+
+    def discard_child(self, trial_id: str) -> None:
+        """Delete a trial's run (a failure that is retried): the retry records it in a new one."""
+        if trial_id in self._children:
+            run_id, _ = self._children.pop(trial_id)
+            self._last_step.pop(run_id, None)
+            self.client.delete_run(run_id)
 
     def log_epochs(self, run_id: str, epochs: Sequence[dict[str, Any]]) -> None:
         """Per-epoch metrics (step = epoch); epochs logged before (also by an earlier driver of
@@ -130,22 +169,22 @@ class MlflowStore:
         self._last_step[run_id] = new[-1]["epoch"]
 
     def finish_child(self, ref: TrialRef, run_id: str, result: dict[str, Any], class_names: Sequence[str] | None) -> None:
-        """Final metrics of every evaluated set at the selected epoch (`final_<set>_<metric>`), the
-        config and result as artifacts, a confusion matrix PNG per set, the status tag; then the
-        run is terminated."""
-        from mlflow.entities import Metric, RunTag
+        """Final values of every evaluated set at the selected epoch as tags
+        (`final_<set>_<metric>`, `best_epoch`: single values, not time series), the config and
+        result as artifacts, a confusion matrix PNG per set, the status tag; then the run is
+        terminated."""
+        from mlflow.entities import RunTag
 
-        now = int(time.time() * 1000)
-        metrics = [
-            Metric(f"final_{eval_set.replace(':', '_')}_{k}", float(m[k]), now, 0)
+        finals = {
+            f"final_{eval_set.replace(':', '_')}_{k}": repr(float(m[k]))
             for eval_set, m in (result.get("metrics") or {}).items()
             for k in METRICS
             if m.get(k) is not None
-        ]
-        tags = [RunTag(TAG + "status", result["status"])]
+        }
         if result.get("best_epoch") is not None:
-            metrics.append(Metric("best_epoch", float(result["best_epoch"]), now, 0))
-        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+            finals["best_epoch"] = str(result["best_epoch"])
+        tags = [RunTag(TAG + "status", result["status"])] + [RunTag(k, v) for k, v in sorted(finals.items())]
+        self.client.log_batch(run_id, tags=tags)
         for path in (ref.folder.config_file, ref.folder.result_file):
             if path.exists():
                 self.client.log_artifact(run_id, str(path))
@@ -155,6 +194,24 @@ class MlflowStore:
                                        f"confusion_matrix_{eval_set.replace(':', '_')}.png")
         self.client.set_terminated(run_id, RUN_STATUS[result["status"]])
         self._children[ref.trial_id] = (run_id, RUN_STATUS[result["status"]])
+
+
+class _Serialised:
+    """Calls the wrapped object's methods one at a time (a lock shared by every thread)."""
+
+    def __init__(self, target: Any) -> None:
+        self._target, self._lock = target, threading.RLock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if not callable(attr):
+            return attr
+
+        def locked(*args, **kwargs):
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return locked
 
 
 def _params(values: dict[str, Any]):

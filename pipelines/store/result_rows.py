@@ -105,6 +105,7 @@ def epoch_rows(ref: TrialRef, config: dict[str, Any], epochs: Sequence[dict[str,
             "train_loss": _metric(e, "train_loss"),
             **{f"val_{k}": _metric(e.get("val"), k) for k in METRICS},
             "seconds": _metric(e, "seconds"),
+            "images_per_s": _metric(e, "images_per_s"),
         }
         for e in epochs
     ]

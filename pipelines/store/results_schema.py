@@ -9,7 +9,10 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: epochs.images_per_s
+
+# columns added after version 1: a file written before them reads back with nulls there
+ADDED_COLUMNS = {"images_per_s": "2"}
 
 PHASES = ("search", "repeat")
 STATUSES = ("ok", "diverged", "failed", "stopped")
@@ -68,6 +71,7 @@ EPOCHS_SCHEMA = pa.schema(
         ("val_auc_roc", pa.float64()),
         ("val_loss", pa.float64()),
         ("seconds", pa.float64()),
+        ("images_per_s", pa.float64()),  # training throughput of the epoch (all ranks)
     ],
     metadata={"attnsweep.schema": "epochs", "attnsweep.schema_version": SCHEMA_VERSION},
 )

@@ -1,6 +1,6 @@
 """`attnsweep run`: the driver of a study. Prepares the data once, starts a private Ray runtime,
-runs the search and repeat phases of every variant (`phases`), records every trial (`tracking`),
-and builds the report. It owns the jobs it submits: on a normal exit, SIGINT or SIGTERM it cancels
+runs the search and repeat phases of every variant at once (`scheduler`), records every trial
+(`tracking`), and builds the report. It owns the jobs it submits: on a normal exit, SIGINT or SIGTERM it cancels
 those still queued or running (SIGKILL leaves them, and `--resume` re-attaches to them)."""
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,12 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from attnsweep.data.atomic import write_text
+from attnsweep.data.atomic import remove_stale_folders, write_text
+from attnsweep.pipelines.store import parquet_store
 from attnsweep.pipelines.trial import executors
-from attnsweep.pipelines.sweep.plan import phase_splits
+from attnsweep.pipelines.config.compare import check_resume
+from attnsweep.pipelines.sweep.failed_trials import check_complete, retry_infrastructure_failures
+from attnsweep.pipelines.sweep.lock import describe, study_lock
 from attnsweep.pipelines.config.study import LogRange, Study
 from attnsweep.pipelines.trial.folder import JOBS, TrialFolder
 
@@ -36,36 +40,52 @@ class StudyOutputs:
     out: Path
     tracking_uri: str
     report: Path | None
+    experiment_id: str | None = None
 
 
 def write_study_file(study: Study, out: Path) -> Path:
-    """`<out>/study.yaml`: the validated study as it ran (read by the report), temp + rename."""
+    """`<out>/study.yaml`: the validated study as it ran (read by the report), temp + rename. Its
+    `stats.baselines` holds every baseline the report cannot infer from the rows' backbone."""
+    from attnsweep.models import parse_name
+
     path = out / "study.yaml"
-    write_text(path, yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
+    data = study.model_dump(mode="json")
+    # the report's default is the backbone's name: only the other baselines need saying
+    data["stats"]["baselines"] = {v: base for v, base in study.baselines().items()
+                                  if base != parse_name(study.variant(v).model)[0]}
+    write_text(path, yaml.safe_dump(data, sort_keys=False))
     return path
 
 
 def tune_trial_counts(study: Study) -> dict[tuple[str, str], int]:
     """(variant, phase) -> Tune trials: configurations in the search, splits in the repeat."""
     plan = {}
-    for v in study.variants:
+    for v in study.variant_ids:
         if study.splits.search_splits:
-            plan[(v, "search")] = study.search.n_configs()
+            plan[(v, "search")] = study.variant(v).search.n_configs()
         plan[(v, "repeat")] = study.splits.repeat_splits
     return plan
 
 
 @contextlib.contextmanager
 def ray_runtime(study: Study, out: Path) -> Iterator[None]:
-    """A private Ray runtime: explicit CPUs (one slot per concurrent trial), no dashboard, a short
-    temp dir of its own (Unix socket paths are limited to 107 bytes), Ray's console output off."""
+    """A private Ray runtime: no dashboard, a short temp dir of its own (Unix socket paths are
+    limited to 107 bytes), Ray's console output off. Its CPUs are nominal: a trainable takes 0.01,
+    the study's job budget is `budget.Gate`."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard copies
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C reaches the driver, which cancels its jobs
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Ray renices its workers by +15; the trainables start the local training jobs, which would
+    # inherit it and yield the CPU to everything else on the machine. 0: the driver's niceness.
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    # The trainables only follow their jobs (a few MB); Ray's OOM killer would kill them for memory
+    # that the jobs or other programs use, and Tune ends the study on an actor killed that way.
+    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
     import ray
 
     key = hashlib.sha1(str(out).encode()).hexdigest()[:8]
+    remove_stale_folders(Path(tempfile.gettempdir()), f"as-ray-{key}-")  # of a killed driver of this study
     temp_dir = Path(tempfile.gettempdir()) / f"as-ray-{key}-{os.getpid()}"
     ray.init(num_cpus=study.max_concurrent, include_dashboard=False, _temp_dir=str(temp_dir),
              log_to_driver=False, object_store_memory=100 * 1024**2, configure_logging=True,
@@ -80,29 +100,32 @@ def ray_runtime(study: Study, out: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (scancel, a time limit, `kill`) unwinds like Ctrl-C, so the jobs get cancelled."""
+def as_interrupt(*signums: int) -> Iterator[None]:
+    """These signals unwind like Ctrl-C, so the jobs get cancelled: SIGTERM (scancel, a time
+    limit, `kill`), and SIGINT set explicitly, because a driver started with `&` or `nohup` from a
+    script inherits an ignored SIGINT (and would pass that on to the processes it starts)."""
     def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {s: signal.signal(s, handler) for s in signums}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
-def cancel_owned_jobs(out: Path, executor) -> list[str]:
-    """Cancel every job of this study's unfinished trials that is still queued or running -> their ids."""
-    cancelled = []
-    for jobs_file in (out / "trials").glob(f"*/*/*/{JOBS}"):
-        trial_dir = jobs_file.parent
+def cancel_owned_jobs(out: Path, study: Study) -> list[str]:
+    """Stop every job of this study's unfinished trials that is still queued or running, all at
+    once -> their ids. A variant's trials are stopped through its own executor."""
+    by_kind: dict[str, tuple] = {}
+    for jobs in (out / "trials").glob(f"*/*/*/{JOBS}"):
+        trial_dir = jobs.parent
         if TrialFolder(trial_dir).final_result() is None:
-            job = executors.attach(trial_dir, executor)  # a local job is stopped by attach itself
-            if job is not None:
-                job.cancel(check=False)
-                cancelled.append(job.job_id)
-    return cancelled
+            variant = trial_dir.parent.name  # trials/<phase>/<variant>/<trial_id>
+            executor = study.variant(variant).executor if variant in study.variant_ids else study.executor
+            by_kind.setdefault(executor.kind, (executor, []))[1].append(trial_dir)
+    return [job for executor, dirs in by_kind.values() for job in executors.stop_jobs(dirs, executor)]
 
 
 def preflight(study: Study, out: Path, data_dir: Path, n_train: int) -> None:
@@ -115,18 +138,20 @@ def preflight(study: Study, out: Path, data_dir: Path, n_train: int) -> None:
     from attnsweep.pipelines.config.errors import one_line
     from attnsweep.pipelines.config.trial_config import TrialConfigError
 
-    s = study.search
-    lr = s.lr.low if isinstance(s.lr, LogRange) else s.lr[0]
-    wd = s.weight_decay.low if isinstance(s.weight_decay, LogRange) else s.weight_decay[0]
-    for variant in study.variants:
+    for variant in study.variant_ids:
+        v = study.variant(variant)
+        lr = v.search.lr.low if isinstance(v.search.lr, LogRange) else v.search.lr[0]
+        wd = v.search.weight_decay.low if isinstance(v.search.weight_decay, LogRange) else v.search.weight_decay[0]
         try:
             trial = make_trial(study, out, "repeat", variant, "repeat-0", lr, wd, data_dir)
         except ValidationError as err:
             raise TrialConfigError(one_line(err, f"study {study.name}, {variant}")) from None
-        executors.validate(trial.cfg, study.executor)
-    if study.train.batch_size > n_train:
-        raise TrialConfigError(f"train.batch_size: {study.train.batch_size} is larger than the training set "
-                               f"of a split ({n_train} images)")
+        executors.validate(trial.cfg, v.executor)
+        if v.train.batch_size > n_train:
+            field = "train.batch_size" if v.train.batch_size == study.train.batch_size else \
+                f"variants.{variant}.train.batch_size"
+            raise TrialConfigError(f"{field}: {v.train.batch_size} is larger than the training set of a split "
+                                   f"({n_train} images)")
 
 
 def check_output_folder(out: Path, resume: bool) -> None:
@@ -135,17 +160,35 @@ def check_output_folder(out: Path, resume: bool) -> None:
 
 
 def run_study(study: Study, resume: bool = False, console: Console | None = None, poll_s: float = 1.0,
-              report: bool = True) -> StudyOutputs:
-    from attnsweep.data import load_split, prepare
-    from attnsweep.pipelines.store.mlflow_store import MlflowStore, default_tracking_uri
-    from attnsweep.pipelines.sweep.phases import run_repeat, run_search
-    from attnsweep.pipelines.sweep.progress import Progress
-    from attnsweep.pipelines.sweep.tracking import Recorder
-
+              report: bool = True, allow_failed: bool = False) -> StudyOutputs:
+    """The study under its folder's lock (`lock.study_lock`: one driver per study). Failed trials
+    end it with `StudyIncomplete` (after the report) unless `allow_failed`."""
     console = console or Console()
     out = study.output_dir()
-    check_output_folder(out, resume)
+    if out.exists() and not out.is_dir():
+        raise StudyExists(f"{out}: --out names a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    took_over = lambda gone: console.print(f"taking over the lock of a driver that is gone ({describe(gone)})")  # noqa: E731
+    # SIGINT before Ray and the jobs start: they inherit its disposition
+    with study_lock(out, resume, took_over), as_interrupt(signal.SIGINT):
+        return _run_locked(study, out, resume, console, poll_s, report, allow_failed)
+
+
+def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s: float, report: bool,
+                       allow_failed: bool) -> StudyOutputs:
+    from attnsweep.data import load_split, prepare
+    from attnsweep.pipelines.store.mlflow_store import MlflowStore, default_tracking_uri
+    from attnsweep.pipelines.sweep.progress import Progress
+    from attnsweep.pipelines.sweep.scheduler import run_variants
+    from attnsweep.pipelines.sweep.tracking import Recorder
+
+    check_output_folder(out, resume)
+    parquet_store.check(out)  # a damaged or foreign results file: one line now, not a traceback mid-study
+    stored = out / "study.yaml"
+    if resume and stored.exists():
+        changed = check_resume(yaml.safe_load(stored.read_text()), study.model_dump(mode="json"), str(stored))
+        if changed:
+            console.print(f"changed since the study last ran, no trial depends on them: {', '.join(changed)}")
     write_study_file(study, out)
     console.print(f"[bold]{study.name}[/]: preparing {study.dataset_label} at {study.image_size}px in {out / 'data'}")
     data_dir = prepare(study.dataset, study.splits, study.image_size, out, ood=study.ood)
@@ -153,22 +196,31 @@ def run_study(study: Study, resume: bool = False, console: Console | None = None
     preflight(study, out, data_dir, min(len(load_split(data_dir, s).sets["train"]) for s in study.splits.names()))
     eval_sets = [name for name in first.sets if name != "train"]
     tracking_uri = study.tracking_uri or default_tracking_uri(out)
-    recorder = Recorder(study, out, MlflowStore(tracking_uri, study.name, out), eval_sets, first.class_names)
+    store = MlflowStore(tracking_uri, study.name, out, study.dataset_label, study.stats.metrics[0])
+    recorder = Recorder(study, out, store, eval_sets, first.class_names)
+    if resume:
+        retried = retry_infrastructure_failures(out, recorder.store)
+        if retried:
+            console.print(f"retrying {len(retried)} trial(s) that failed for infrastructure reasons: {', '.join(retried)}")
 
-    # Ray installs its own SIGTERM handler in ray.init: ours goes on top of it, inside.
-    with ray_runtime(study, out), sigterm_as_interrupt():
-        try:
-            with Progress(study.name, tune_trial_counts(study), console) as progress:
-                for variant in study.variants:
-                    if phase_splits(study, "search"):
-                        best = run_search(study, out, variant, data_dir, recorder, progress, poll_s)
-                    else:
-                        best = study.search.fixed()
-                    run_repeat(study, out, variant, data_dir, recorder, progress, best, poll_s)
-        finally:
-            cancelled = cancel_owned_jobs(out, study.executor)
-            if cancelled:
-                console.print(f"cancelled the jobs of unfinished trials: {', '.join(cancelled)}")
+    # Ray installs its own SIGTERM handler in ray.init: ours goes on top of it, inside. The jobs are
+    # cancelled after Ray is down, so no trainable (a retried trial) can submit one after the sweep.
+    try:
+        with ray_runtime(study, out), as_interrupt(signal.SIGTERM):
+            with Progress(study.name, tune_trial_counts(study), console, study.train.selection_metric) as progress:
+                run_variants(study, out, data_dir, recorder, progress, poll_s)
+    finally:
+        t0 = time.monotonic()
+        cancelled = cancel_owned_jobs(out, study)
+        if cancelled:
+            console.print(f"cancelled {len(cancelled)} job(s) of unfinished trials in {time.monotonic() - t0:.1f} s: "
+                          f"{', '.join(cancelled)}")
+
+    if study.features:  # before the report, so that it shows Table 3
+        from attnsweep.pipelines.report.features import analyse_study, log_features_to_mlflow
+
+        analyse_study(out, study.features, log=console.print)
+        log_features_to_mlflow(out, tracking_uri, recorder.store.study_run())
 
     report_path = None
     if report:
@@ -177,4 +229,7 @@ def run_study(study: Study, resume: bool = False, console: Console | None = None
         report_path = build_report(out)
         log_report_to_mlflow(out, tracking_uri, recorder.store.study_run())
         recorder.store.client.set_terminated(recorder.store.study_run(), "FINISHED")
-    return StudyOutputs(out, tracking_uri, report_path)
+    failed = check_complete(out, allow_failed)
+    if len(failed):
+        console.print(f"[yellow]{len(failed)} trial(s) failed, accepted with --allow-failed (see the report)[/]")
+    return StudyOutputs(out, tracking_uri, report_path, recorder.store.experiment_id)

@@ -23,7 +23,8 @@ from ray import tune
 from attnsweep.pipelines.config import selection
 from attnsweep.pipelines.store import parquet_store
 from attnsweep.pipelines.sweep.plan import make_trial, phase_splits
-from attnsweep.pipelines.config.study import LogRange, Study
+from attnsweep.pipelines.config.study import LogRange, SearchSettings, Study
+from attnsweep.pipelines.sweep import budget
 from attnsweep.pipelines.sweep.tracking import Recorder
 from attnsweep.pipelines.sweep.tune_callback import TrackerCallback, finish
 from attnsweep.pipelines.sweep.tune_trainable import VAL_SCORE, SplitsTrainable
@@ -86,17 +87,14 @@ def _started_configs(study: Study, out: Path, variant: str, data_dir: Path) -> l
     return found
 
 
-def _search_alg(study: Study, finished: pd.DataFrame, in_flight: list[dict]) -> tuple[object, dict]:
+def _search_alg(s: SearchSettings, finished: pd.DataFrame, in_flight: list[dict]) -> tuple[object, dict]:
     """(search algorithm, Tune param space) proposing the configurations still missing."""
-    s = study.search
     if s.algorithm == "grid":
         done = {(r.lr, r.weight_decay) for r in finished.itertuples()}
         todo = [{"lr": lr, "weight_decay": wd} for lr, wd in itertools.product(s.lr, s.weight_decay)
                 if (lr, wd) not in done]
         todo.sort(key=lambda p: p not in in_flight)  # stable: the in-flight ones first
-        # Each point replaces one sample of the space (the grid's own values).
-        space = {"lr": tune.choice(s.lr), "weight_decay": tune.choice(s.weight_decay)}
-        return tune.search.BasicVariantGenerator(points_to_evaluate=todo), space
+        return budget.PointsSearcher(todo), {}
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
@@ -115,61 +113,73 @@ def _search_alg(study: Study, finished: pd.DataFrame, in_flight: list[dict]) -> 
     return searcher, {}
 
 
-def _tuner(study: Study, out: Path, phase: str, variant: str, data_dir: Path, recorder: Recorder, progress,
-           param_space: dict, num_samples: int, search_alg=None, scheduler=None, poll_s: float = 1.0) -> tune.Tuner:
-    trainable = tune.with_resources(
-        tune.with_parameters(SplitsTrainable, study=study, phase=phase, variant=variant, out=str(out),
-                             data_dir=str(data_dir), executor=study.executor, poll_s=poll_s),
-        {"cpu": 1},  # a slot of `max_concurrent` (ray.init num_cpus); the jobs train elsewhere
-    )
-    return tune.Tuner(
+def _fit(study: Study, out: Path, phase: str, variant: str, data_dir: Path, recorder: Recorder, progress,
+         param_space: dict, num_samples: int, search_alg, scheduler=None, poll_s: float = 1.0,
+         gate: budget.Gate | None = None) -> None:
+    # A trial holds one unit of the study's job budget per job it runs; the study's gate admits it
+    # (see budget).
+    jobs = len(phase_splits(study, phase)) if phase == "search" else 1
+    trainable = budget.registered_trainable(
+        f"{phase}-{variant}", SplitsTrainable, study=study, phase=phase, variant=variant, out=str(out),
+        data_dir=str(data_dir), executor=study.variant(variant).executor, poll_s=poll_s)
+    gated = budget.GatedSearcher(search_alg, gate, variant, phase, jobs, max(1, study.max_concurrent // jobs))
+    tuner = tune.Tuner(
         trainable,
         param_space=param_space,
-        tune_config=tune.TuneConfig(num_samples=num_samples, search_alg=search_alg, scheduler=scheduler,
-                                    max_concurrent_trials=study.max_concurrent, reuse_actors=True),
+        tune_config=tune.TuneConfig(num_samples=num_samples, search_alg=gated, scheduler=scheduler,
+                                    reuse_actors=True),
         run_config=tune.RunConfig(
             name=f"{phase}-{variant}", storage_path=str(out / "tune"), verbose=0,
+            stop=budget.StopWhenInterrupted(),
             callbacks=[TrackerCallback(recorder, phase, variant, data_dir, progress)],
             failure_config=tune.FailureConfig(max_failures=study.max_failures),
             checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=1),
         ),
     )
+    try:
+        tuner.fit()
+    finally:
+        if gate is not None:
+            gate.withdraw(variant, phase)
+    if budget.interrupted.is_set():  # the Tuner ended because the driver was interrupted: nothing is done
+        raise KeyboardInterrupt("interrupted")
 
 
 def run_search(study: Study, out: Path, variant: str, data_dir: Path, recorder: Recorder, progress,
-               poll_s: float = 1.0) -> dict[str, float]:
+               poll_s: float = 1.0, gate: budget.Gate | None = None) -> dict[str, float]:
     """The search phase of one variant (resuming what was done) -> its best configuration."""
-    splits = phase_splits(study, "search")
+    splits, search = phase_splits(study, "search"), study.variant(variant).search
     started = _started_configs(study, out, variant, data_dir)
     for params in started:  # trials that finished while no driver was recording
         for split in splits:
             finish(recorder, make_trial(study, out, "search", variant, split, params["lr"],
                                         params["weight_decay"], data_dir))
-    finished = config_scores(out, variant, len(splits), study.train.selection_metric)
+    selection_metric = study.variant(variant).train.selection_metric
+    finished = config_scores(out, variant, len(splits), selection_metric)
     done = {(r.lr, r.weight_decay) for r in finished.itertuples()}
     in_flight = [p for p in started if (p["lr"], p["weight_decay"]) not in done]
-    remaining = study.search.n_configs() - len(finished)
+    remaining = search.n_configs() - len(finished)
     if progress:
         progress.already_done(variant, "search", len(finished),
                               finished["score"].dropna().max() if len(finished) else None)
     if remaining > 0:
         scheduler = None
-        if study.search.asha:
+        if search.asha:
             from ray.tune.schedulers import ASHAScheduler
 
             scheduler = ASHAScheduler(time_attr="training_iteration", metric=VAL_SCORE, mode="max",
-                                      max_t=study.train.epochs, grace_period=study.search.asha.grace_period,
-                                      reduction_factor=study.search.asha.reduction_factor)
-        search_alg, space = _search_alg(study, finished, in_flight[:remaining])
-        _tuner(study, out, "search", variant, data_dir, recorder, progress, space, remaining, search_alg,
-               scheduler, poll_s).fit()
-    best = best_config(out, variant, len(splits), study.train.selection_metric)
+                                      max_t=study.variant(variant).train.epochs, grace_period=search.asha.grace_period,
+                                      reduction_factor=search.asha.reduction_factor)
+        search_alg, space = _search_alg(search, finished, in_flight[:remaining])
+        _fit(study, out, "search", variant, data_dir, recorder, progress, space, remaining, search_alg,
+             scheduler, poll_s, gate)
+    best = best_config(out, variant, len(splits), selection_metric)
     recorder.store.finish_parent(variant, "search", best)
     return best
 
 
 def run_repeat(study: Study, out: Path, variant: str, data_dir: Path, recorder: Recorder, progress,
-               params: dict[str, float], poll_s: float = 1.0) -> None:
+               params: dict[str, float], poll_s: float = 1.0, gate: budget.Gate | None = None) -> None:
     """The repeat phase of one variant: `params` on every repeat split not yet recorded."""
     todo = []
     for split in phase_splits(study, "repeat"):
@@ -179,6 +189,7 @@ def run_repeat(study: Study, out: Path, variant: str, data_dir: Path, recorder: 
     if progress:
         progress.already_done(variant, "repeat", study.splits.repeat_splits - len(todo), None)
     if todo:
-        _tuner(study, out, "repeat", variant, data_dir, recorder, progress,
-               {**params, "split": tune.grid_search(todo)}, 1, poll_s=poll_s).fit()
+        points = [{**params, "split": split} for split in todo]
+        _fit(study, out, "repeat", variant, data_dir, recorder, progress, {}, len(todo),
+             budget.PointsSearcher(points), poll_s=poll_s, gate=gate)
     recorder.store.finish_parent(variant, "repeat")

@@ -30,9 +30,10 @@ def trial_config(study: Study, variant: str, split: str, lr: float, weight_decay
                  data_dir: Path | None) -> TrialConfig:
     # Each split its own seed, the same for every variant (paired comparisons); search and repeat
     # splits never share one.
-    seed = study.train.seed + study.splits.names().index(split)
+    v = study.variant(variant)
+    seed = v.train.seed + study.splits.names().index(split)
     return TrialConfig.model_validate({
-        **study.train.model_dump(), "seed": seed, "model": variant, "dataset": study.dataset, "ood": study.ood,
+        **v.train.model_dump(), "seed": seed, "model": v.model, "dataset": study.dataset, "ood": study.ood,
         "splits": study.splits, "split": split, "image_size": study.image_size, "lr": lr,
         "weight_decay": weight_decay, "data_dir": data_dir,
     })
@@ -57,7 +58,7 @@ def make_trial(study: Study, out: Path, phase: str, variant: str, split: str, lr
     from attnsweep.models import parse_name
 
     cfg = trial_config(study, variant, split, lr, weight_decay, data_dir)
-    backbone, attention = parse_name(variant)
+    backbone, attention = parse_name(cfg.model)
     trial_id = cfg.hash()
     ref = TrialRef(study=study.name, phase=phase, variant=variant, backbone=backbone, attention=tuple(attention),
                    dataset=study.dataset_label, split=split, trial_id=trial_id, config_hash=config_hash(cfg),

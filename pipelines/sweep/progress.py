@@ -1,9 +1,13 @@
 """The driver's live view of a study (rich): per variant and phase, how many Tune trials are done,
-running, failed or stopped, the best score so far, and the elapsed time. Ray's own tables are off.
-Without a terminal (a SLURM log) each ended trial is also printed as one line."""
+running, failed or stopped, the best score (validation selection metric) so far, and the elapsed
+time. Ray's own tables are off. Without a terminal (a log file, a SLURM job) the table is printed
+at the end only; meanwhile each finished epoch of a Tune trial and each ended trial is one line,
+and a summary line (trials done/running, best, elapsed, estimated remaining) follows whenever
+`summary_every_s` passed without a line, so the log moves at least once a minute."""
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass
 
@@ -25,24 +29,63 @@ class Row:
 
 
 class Progress:
-    def __init__(self, title: str, tune_trial_counts: dict[tuple[str, str], int], console: Console | None = None):
-        """`tune_trial_counts`: (variant, phase) -> the number of Tune trials."""
-        self.title = title
+    def __init__(self, title: str, tune_trial_counts: dict[tuple[str, str], int], console: Console | None = None,
+                 metric: str = "balanced_accuracy", summary_every_s: float = 60.0):
+        """`tune_trial_counts`: (variant, phase) -> the number of Tune trials. `metric`: the
+        validation metric the scores are of (the study's selection metric)."""
+        self.title, self.metric, self.summary_every_s = title, metric, summary_every_s
         self.rows = {key: Row(total) for key, total in tune_trial_counts.items()}
         self.console = console or Console()
-        self.t0 = time.monotonic()
+        self.t0 = self._last_line = time.monotonic()
+        self._lock = threading.RLock()  # every variant's Tuner reports from its own driver thread; the summary thread prints
+        self._stop = threading.Event()
         self._live = Live(self._table(), console=self.console, refresh_per_second=2, transient=False,
                           auto_refresh=self.console.is_terminal)
 
     def __enter__(self) -> Progress:
-        self._live.__enter__()
+        if self.console.is_terminal:
+            self._live.__enter__()
+        else:  # a log: lines while it runs (a redirected Live would print nothing until the end)
+            threading.Thread(target=self._summaries, name="progress-summary", daemon=True).start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._live.update(self._table())
-        self._live.__exit__(*exc)
-        if not self.console.is_terminal:
-            self.console.line()  # the last render ends without one
+        self._stop.set()
+        if self.console.is_terminal:
+            self._live.update(self._table())
+            self._live.__exit__(*exc)
+        else:
+            with self._lock:
+                self.console.print(self._table())
+
+    def _summaries(self) -> None:
+        while not self._stop.wait(min(5.0, self.summary_every_s)):
+            with self._lock:
+                if time.monotonic() - self._last_line >= self.summary_every_s:
+                    self._print(self.summary_line())
+
+    def _print(self, line: str) -> None:
+        with self._lock:
+            self.console.print(f"{time.strftime('%H:%M:%S')} {line}", markup=False, highlight=False)
+            self._last_line = time.monotonic()
+
+    def summary_line(self) -> str:
+        """`trials 4/21 ended, 2 running, best val <metric> 0.7120 (resnet18+se search), elapsed
+        0:05:12, ~0:20:48 left` (remaining: elapsed scaled by the trials not yet ended)."""
+        with self._lock:
+            total = sum(r.total for r in self.rows.values())
+            ended = sum(r.done + r.failed + r.stopped for r in self.rows.values())
+            running = sum(r.running for r in self.rows.values())
+            elapsed = time.monotonic() - self.t0
+            best_key = max(self.rows, key=lambda k: self.rows[k].best)
+            best = self.rows[best_key].best
+        text = f"trials {ended}/{total} ended, {running} running"
+        if best != -math.inf:
+            text += f", best val {self.metric} {best:.4f} ({' '.join(best_key)})"
+        text += f", elapsed {_clock(elapsed)}"
+        if 0 < ended < total:
+            text += f", ~{_clock(elapsed * (total - ended) / ended)} left"
+        return text
 
     def _row(self, variant: str, phase: str) -> Row:
         row = self.rows[(variant, phase)]
@@ -52,6 +95,10 @@ class Progress:
 
     def already_done(self, variant: str, phase: str, n: int, best: float | None) -> None:
         """Trials recorded by an earlier driver of a resumed study."""
+        with self._lock:
+            self._already_done(variant, phase, n, best)
+
+    def _already_done(self, variant: str, phase: str, n: int, best: float | None) -> None:
         row = self._row(variant, phase)
         row.done += n
         if best is not None and best > row.best:
@@ -59,13 +106,26 @@ class Progress:
         self._refresh()
 
     def started(self, variant: str, phase: str) -> None:
-        self._row(variant, phase).running += 1
-        self._refresh()
+        with self._lock:
+            self._row(variant, phase).running += 1
+            self._refresh()
 
-    def result(self, variant: str, phase: str, score: float | None) -> None:
+    def result(self, variant: str, phase: str, score: float | None, epoch: int | None = None,
+               label: str = "") -> None:
+        """A Tune trial finished an epoch (on all its splits); `label` names it (lr, wd, split)."""
+        if not self.console.is_terminal and epoch is not None:
+            with self._lock:
+                row = self.rows[(variant, phase)]
+                shown = f", val {self.metric} {score:.4f}" if score is not None and not math.isnan(score) else ""
+                self._print(f"{variant} {phase} {label}: epoch {epoch}{shown} | "
+                            f"{row.done + row.failed + row.stopped}/{row.total} ended | {self.summary_line()}")
         self._refresh()
 
     def ended(self, variant: str, phase: str, status: str, score: float | None) -> None:
+        with self._lock:
+            self._ended(variant, phase, status, score)
+
+    def _ended(self, variant: str, phase: str, status: str, score: float | None) -> None:
         row = self._row(variant, phase)
         row.running = max(0, row.running - 1)
         if status == "failed":
@@ -79,17 +139,20 @@ class Progress:
         if row.done + row.failed + row.stopped >= row.total:
             row.ended = time.monotonic()
         if not self.console.is_terminal:
-            self.console.print(f"{variant} {phase}: a trial ended {status}"
-                               + (f" (score {score:.4f})" if score is not None and not math.isnan(score) else "")
-                               + f"; {row.done + row.failed + row.stopped}/{row.total} ended")
+            shown = f" (val {self.metric} {score:.4f})" if score is not None and not math.isnan(score) else ""
+            self._print(f"{variant} {phase}: a trial ended {status}{shown}; "
+                        f"{row.done + row.failed + row.stopped}/{row.total} ended")
         self._refresh()
 
     def _refresh(self) -> None:
-        self._live.update(self._table(), refresh=self.console.is_terminal)
+        with self._lock:
+            if self.console.is_terminal:
+                self._live.update(self._table())
 
     def _table(self) -> Table:
         table = Table(title=f"{self.title} ({_clock(time.monotonic() - self.t0)})")
-        for col in ("variant", "phase", "done", "running", "failed", "stopped", "best val BA", "elapsed"):
+        for col in ("variant", "phase", "done", "running", "failed", "stopped", f"best val {self.metric}",
+                    "elapsed"):
             table.add_column(col, justify="left" if col in ("variant", "phase") else "right")
         now = time.monotonic()
         for (variant, phase), r in self.rows.items():

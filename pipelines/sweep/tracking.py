@@ -13,10 +13,12 @@ from typing import Any
 from attnsweep.pipelines.config import selection
 from attnsweep.pipelines.store import parquet_store
 from attnsweep.pipelines.store.mlflow_store import MlflowStore
+from attnsweep.pipelines.sweep import budget
 from attnsweep.pipelines.sweep.plan import Trial
 from attnsweep.pipelines.store.result_rows import epoch_rows, result_rows
 from attnsweep.pipelines.config.study import Study
 from attnsweep.pipelines.trial.folder import TrialFolder
+
 
 def code_version() -> str:
     """The git commit of the installed code (`-dirty` with local changes), else the package version."""
@@ -57,13 +59,15 @@ class Recorder:
         return parquet_store.is_recorded(self.out, trial.ref.trial_id)
 
     def log_progress(self, trial: Trial) -> None:
+        if budget.interrupted.is_set():
+            return
         run_id, terminated = self.store.child_run(trial.ref, trial.cfg.model_dump(mode="json"))
         if not terminated:
             self.store.log_epochs(run_id, trial.ref.folder.epochs())
 
     def record(self, trial: Trial, result: dict[str, Any]) -> None:
         """MLflow first (the row names the run), then the Parquet files (the recorded marker)."""
-        if self.is_recorded(trial):
+        if self.is_recorded(trial) or budget.interrupted.is_set():  # an interrupt ends no trial
             return
         config = trial.cfg.model_dump(mode="json")
         run_id, terminated = self.store.child_run(trial.ref, config)

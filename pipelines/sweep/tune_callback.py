@@ -30,7 +30,7 @@ def close(recorder: Recorder, trial: Trial, status: str, error: str | None = Non
     (the trainable does too, but an actor may die before it can) and record it as `status`."""
     if recorder.is_recorded(trial) or finish(recorder, trial):
         return
-    job = executors.attach(trial.ref.dir, recorder.study.executor)  # a local job is stopped by attach
+    job = executors.attach(trial.ref.dir, recorder.study.variant(trial.ref.variant).executor)  # a local job is stopped by attach
     if job is not None:
         job.cancel(check=False)
     recorder.record_unfinished(trial, status, error)
@@ -65,7 +65,9 @@ class TrackerCallback(tune.Callback):
         for t in self.trials_of(trial):
             self.recorder.log_progress(t)
         if self.progress:
-            self.progress.result(self.variant, self.phase, result.get("score"))
+            c = trial.config
+            label = " ".join([f"lr={c['lr']:.3g} wd={c['weight_decay']:.3g}", *([c["split"]] if "split" in c else [])])
+            self.progress.result(self.variant, self.phase, result.get("score"), result.get("epoch"), label)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         status = (trial.last_result or {}).get("status")

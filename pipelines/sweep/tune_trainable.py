@@ -61,10 +61,11 @@ class SplitsTrainable(tune.Trainable):
         # One job per split, not a job array: sacct lists an array cancelled while pending under
         # its array id only, so submitit would never see its tasks end (state UNKNOWN), and a
         # resumed driver would wait on them for ever.
-        # Local jobs share this machine: every split of every concurrent Tune trial at once.
-        jobs_at_once = len(self.trials) * self.study.max_concurrent
+        # Local jobs share this machine: the study runs up to max_concurrent jobs at once.
+        jobs_at_once = self.study.max_concurrent
         for t in pending:
-            self.jobs[t.ref.trial_id] = executors.submit(t.cfg, t.ref.dir, self.executor, jobs_at_once)
+            name = executors.job_name(self.study.name, t.ref.variant, t.ref.phase, t.ref.split)
+            self.jobs[t.ref.trial_id] = executors.submit(t.cfg, t.ref.dir, self.executor, jobs_at_once, name)
 
     def step(self) -> dict:
         self.epoch += 1

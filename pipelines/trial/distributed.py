@@ -60,16 +60,18 @@ def machine_cpus() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def cpu_threads(local_world_size: int) -> int:
-    """CPU threads per rank: SLURM's cpus-per-task, else the driver's share for a local job, else
-    this machine's CPUs shared by its ranks."""
+def cpu_threads(local_world_size: int, configured: int | None = None) -> int:
+    """CPU threads per rank: `configured` (TrialConfig.cpu_threads), else SLURM's cpus-per-task,
+    else the driver's share for a local job, else this machine's CPUs shared by its ranks."""
+    if configured is not None:
+        return configured
     for var in ("SLURM_CPUS_PER_TASK", CPU_THREADS_ENV):
         if var in os.environ:
             return int(os.environ[var])
     return max(1, machine_cpus() // local_world_size)
 
 
-def setup() -> Dist:
+def setup(configured_threads: int | None = None) -> Dist:
     if submitit_job() is not None and "RANK" not in os.environ:
         from submitit.helpers import TorchDistributedEnvironment
 
@@ -86,7 +88,7 @@ def setup() -> Dist:
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
-        torch.set_num_threads(cpu_threads(local_world))
+        torch.set_num_threads(cpu_threads(local_world, configured_threads))
     host = _local_address(os.environ.get("MASTER_ADDR", "127.0.0.1"))
     if world > 1:
         backend = "nccl" if cuda else "gloo"

@@ -7,8 +7,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
-import time
+import threading
 from pathlib import Path
 
 import psutil
@@ -16,9 +17,10 @@ import submitit
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from attnsweep.pipelines.config.executor import ExecutorSpec
+from attnsweep.pipelines.trial.failures import describe, failure_kind
 from attnsweep.pipelines.trial.distributed import CPU_THREADS_ENV, machine_cpus, submitit_job
 from attnsweep.pipelines.trial.folder import SUBMITIT, TrialFolder
-from attnsweep.pipelines.trial.trainer import train
+from attnsweep.pipelines.trial.trainer import train, write_pending_checkpoint
 from attnsweep.pipelines.config.trial_config import TrialConfig, TrialConfigError
 
 
@@ -35,17 +37,24 @@ class TrialJob(Checkpointable):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
         if self.cpu_threads is not None:
             os.environ[CPU_THREADS_ENV] = str(self.cpu_threads)  # this job's own process
+        if threading.current_thread() is threading.main_thread():
+            # A cancel is SIGINT: stop even if it was inherited as ignored (a driver started with &).
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             return train(self.cfg, self.trial_dir)
         except Exception as err:
             if _rank() == 0:
-                error = f"{type(err).__name__}: {err}"
-                TrialFolder(self.trial_dir).write_result({"status": "failed", "error": error})
+                record = {"status": "failed", "error": describe(err), "failure": failure_kind(err)}
+                try:
+                    TrialFolder(self.trial_dir).write_result(record)
+                except OSError as write_err:  # a full disk: no result is an infrastructure failure too
+                    logging.getLogger(__name__).error("cannot write the result: %s", describe(write_err))
             raise
 
     def checkpoint(self) -> DelayedSubmission:
-        # The state is checkpoint.pt, written after every epoch. Nothing is saved here: the signal
-        # lands mid-step, so the requeued job resumes after the last finished epoch instead.
+        # The signal lands mid-step: what is saved is the last finished epoch's state, if the
+        # trainer has not written it yet (checkpoints are due every K epochs or N minutes).
+        write_pending_checkpoint()
         return DelayedSubmission(self)
 
 
@@ -63,7 +72,15 @@ def validate(cfg: TrialConfig, executor: ExecutorSpec) -> None:
         raise TrialConfigError(f"batch_size: {cfg.batch_size} is not divisible by the world size {world}")
 
 
-def make_executor(spec: ExecutorSpec, folder: Path) -> submitit.Executor:
+def job_name(study: str, variant: str, phase: str, split: str) -> str:
+    """`<study>/<variant>/<phase>/<split>`, the SLURM job name a user tells trials apart by in
+    `squeue`/`sacct`: characters other than letters, digits and `._+-` become `_` (a name goes
+    into an sbatch `#SBATCH` line and shell commands), at most 200 characters."""
+    parts = (re.sub(r"[^A-Za-z0-9._+-]+", "_", p) for p in (study, variant, phase, split))
+    return "/".join(parts)[:200]
+
+
+def make_executor(spec: ExecutorSpec, folder: Path, name: str = "attnsweep") -> submitit.Executor:
     s = spec.slurm
     if spec.kind == "debug":
         return submitit.DebugExecutor(folder)
@@ -83,7 +100,7 @@ def make_executor(spec: ExecutorSpec, folder: Path) -> submitit.Executor:
                   account=s.account, qos=s.qos, constraint=s.constraint, signal_delay_s=s.signal_delay_s,
                   additional_parameters=dict(s.extra),
                   # one rank dying ends the others instead of leaving them blocked in a collective
-                  srun_args=["--kill-on-bad-exit=1"], job_name="attnsweep")
+                  srun_args=["--kill-on-bad-exit=1"], job_name=name)
     ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
     return ex
 
@@ -95,13 +112,14 @@ def local_cpu_threads(executor: ExecutorSpec, jobs_at_once: int) -> int | None:
     return max(1, machine_cpus() // (executor.workers * jobs_at_once))
 
 
-def submit(cfg: TrialConfig, trial_dir: str | Path, executor: ExecutorSpec, jobs_at_once: int = 1) -> submitit.Job:
-    """Validate, then submit one trial; its job id goes to `<trial_dir>/jobs.json`."""
-    return submit_array([cfg], [trial_dir], executor, jobs_at_once)[0]
+def submit(cfg: TrialConfig, trial_dir: str | Path, executor: ExecutorSpec, jobs_at_once: int = 1,
+           name: str = "attnsweep") -> submitit.Job:
+    """Validate, then submit one trial as job `name`; its job id goes to `<trial_dir>/jobs.json`."""
+    return submit_array([cfg], [trial_dir], executor, jobs_at_once, name)[0]
 
 
 def submit_array(cfgs: list[TrialConfig], trial_dirs: list[str | Path], executor: ExecutorSpec,
-                 jobs_at_once: int | None = None) -> list[submitit.Job]:
+                 jobs_at_once: int | None = None, name: str = "attnsweep") -> list[submitit.Job]:
     """Several trials (e.g. one per split) as one SLURM job array. All are validated before any is
     submitted. One trial's submitit logs go to `<trial_dir>/submitit/`, an array's to
     `<common parent>/submitit/`. `jobs_at_once`: how many local jobs will share this machine's
@@ -111,7 +129,7 @@ def submit_array(cfgs: list[TrialConfig], trial_dirs: list[str | Path], executor
         validate(cfg, executor)
         TrialFolder(d).claim(cfg)
     folder = (dirs[0] if len(dirs) == 1 else Path(os.path.commonpath(dirs))) / SUBMITIT
-    ex = make_executor(executor, folder)
+    ex = make_executor(executor, folder, name)
     with ex.batch():
         threads = local_cpu_threads(executor, jobs_at_once or len(cfgs))
         jobs = [ex.submit(TrialJob(cfg, d, threads)) for cfg, d in zip(cfgs, dirs)]
@@ -120,42 +138,69 @@ def submit_array(cfgs: list[TrialConfig], trial_dirs: list[str | Path], executor
     return jobs
 
 
+def _last_record(trial_dir: str | Path, executor: ExecutorSpec) -> dict | None:
+    records = [r for r in TrialFolder(trial_dir).jobs() if r["kind"] == executor.kind]
+    return records[-1] if records and executor.kind != "debug" else None
+
+
 def attach(trial_dir: str | Path, executor: ExecutorSpec) -> submitit.Job | None:
     """The trial's last job of this executor kind if it is still queued or running, else None.
 
     A `local` job cannot be re-attached from another process (submitit's LocalJob needs the
     Popen handle of its controller): if one is still running it is stopped, and None is returned,
     so that the caller's new submission resumes from the checkpoint without two jobs in one folder."""
-    records = [r for r in TrialFolder(trial_dir).jobs() if r["kind"] == executor.kind]
-    if not records or executor.kind == "debug":
+    rec = _last_record(trial_dir, executor)
+    if rec is None:
         return None
-    rec = records[-1]
     if executor.kind == "slurm":
         job = submitit.SlurmJob(folder=rec["folder"], job_id=rec["job_id"], tasks=tuple(range(rec["tasks"])))
         return None if job.done(force_check=True) else job
-    _stop_local_controller(int(rec["job_id"]), rec["folder"])
+    stop_local_jobs([rec])
     return None
 
 
-def _stop_local_controller(pid: int, folder: str, grace_s: float = 30.0) -> None:
-    def alive() -> bool:  # and still our controller, not a reused pid or a zombie
-        try:
-            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return False
-        return b"submitit.local._local" in args and folder.encode() in args
+def stop_jobs(trial_dirs: list[Path], executor: ExecutorSpec) -> list[str]:
+    """Stop the last job of each trial that is still queued or running, all at once -> their ids.
+    Local jobs get their signal together and share one grace period (not one each)."""
+    records = [r for r in (_last_record(d, executor) for d in trial_dirs) if r is not None]
+    if executor.kind == "slurm":
+        stopped = []
+        for rec in records:
+            job = submitit.SlurmJob(folder=rec["folder"], job_id=rec["job_id"], tasks=tuple(range(rec["tasks"])))
+            if not job.done(force_check=True):
+                job.cancel(check=False)
+                stopped.append(job.job_id)
+        return stopped
+    return stop_local_jobs(records)
 
-    if not alive():
-        return
-    os.kill(pid, signal.SIGINT)  # what LocalJob.cancel sends: the controller stops its tasks
-    deadline = time.monotonic() + grace_s
-    while alive() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if alive():  # it did not stop in time (a loaded node): kill it and its task processes outright
-        with contextlib.suppress(psutil.NoSuchProcess):
-            controller = psutil.Process(pid)
-            tree = controller.children(recursive=True) + [controller]
-            for proc in tree:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    proc.kill()
-            psutil.wait_procs(tree, timeout=10)
+
+def _local_job(rec: dict) -> psutil.Process | None:
+    """The controller process of a local job if it still runs (not a reused pid, not a zombie)."""
+    try:
+        proc = psutil.Process(int(rec["job_id"]))
+        args = proc.cmdline()
+        if proc.status() != psutil.STATUS_ZOMBIE and "submitit.local._local" in args and rec["folder"] in args:
+            return proc
+    except psutil.Error:
+        pass
+    return None
+
+
+def stop_local_jobs(records: list[dict], grace_s: float = 10.0) -> list[str]:
+    """SIGINT to every running local job's controller and ranks at once (what LocalJob.cancel
+    sends; the ranks too, in case the controller inherited an ignored SIGINT), one shared grace
+    period, then SIGKILL for what is left -> the ids of the jobs that were running."""
+    controllers = {rec["job_id"]: proc for rec in records if (proc := _local_job(rec)) is not None}
+    tree = []
+    for proc in controllers.values():
+        with contextlib.suppress(psutil.Error):
+            tree += [proc, *proc.children(recursive=True)]
+    for proc in tree:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(signal.SIGINT)
+    _, alive = psutil.wait_procs(tree, timeout=grace_s)
+    for proc in alive:  # did not stop in time (a loaded node, a signal ignored): killed outright
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=10)
+    return list(controllers)

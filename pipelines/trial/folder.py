@@ -3,8 +3,9 @@ place that knows its file names, how each is read and written, and when the tria
 
     config.json     the TrialConfig (written when the folder is claimed; another config is refused)
     metrics.jsonl   one line per finished epoch (a last line without its newline is being written)
-    checkpoint.pt   the resume state after the last finished epoch (`checkpoint.save`)
-    best.pt         the weights selected on validation
+    checkpoint.pt   the resume state after a finished epoch, written when due (`checkpoint.save`)
+    best.pt         the weights selected on validation (staged as best-epoch<N>.pt until the
+                    checkpoint naming epoch N is written)
     result.json     last: `ok` or `diverged` is final, `failed` (written by the job) is retried
     jobs.json       every submitted job: id, executor kind, submitit folder, tasks, time
     submitit/       the submitit logs and pickles of a job of this trial alone
@@ -139,6 +140,20 @@ class TrialFolder:
         with self.metrics_file.open("a") as f:
             f.write(json.dumps(line, allow_nan=False) + "\n")
             f.flush()
+
+    def truncate_epochs(self, epoch: int, line: dict[str, Any]) -> None:
+        """metrics.jsonl with exactly the epochs up to a checkpoint's `epoch`: its `line` added if
+        a kill left it out, later epochs' lines (they re-run) and a torn last line removed; replaced
+        atomically, so a reader sees the old file or the new one."""
+        kept = [e for e in self.epochs() if e["epoch"] <= epoch]
+        if not kept or kept[-1]["epoch"] < epoch:
+            kept.append(line)
+        text = "".join(json.dumps(e, allow_nan=False) + "\n" for e in kept)
+        if not self.metrics_file.exists() or self.metrics_file.read_text() != text:
+            write_atomically(self.metrics_file, lambda f: f.write(text.encode()))
+
+    def staged_best_file(self, epoch: int | str) -> Path:
+        return self.path / f"best-epoch{epoch}.pt"
 
     # result.json
     def result(self) -> dict[str, Any] | None:

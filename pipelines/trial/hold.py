@@ -1,8 +1,8 @@
 """A test-only hold: tests stop a job at the moment they need instead of racing the clock.
 
 With `ATTNSWEEP_HOLD_AFTER_EPOCH=N` and `ATTNSWEEP_HOLD_DIR=D` in the job's environment, rank 0 of a
-trial, once epoch N's checkpoint and metrics line are written, creates `D/<trial folder name>.held`
-and waits until `D/<trial folder name>.release` exists. While it waits, signals (scancel, the
+trial, once epoch N's metrics line (and its checkpoint, if due) is written, creates
+`D/<trial folder name>.held` and waits until `D/<trial folder name>.release` exists. While it waits, signals (scancel, the
 requeue signal, SIGTERM) act as they would between two epochs. Without the variables it does nothing."""
 from __future__ import annotations
 

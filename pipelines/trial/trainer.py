@@ -1,7 +1,8 @@
 """One trial on one split: `train(cfg, trial_dir) -> result`. The same function runs in-process
 (executor `debug`) and as each rank of a submitit job (DDP, one rank per task).
 
-Its files are described in `folder.py` (TrialFolder); the order of an epoch's writes in `_save_epoch`."""
+Its files are described in `folder.py` (TrialFolder); when and in which order an epoch's
+checkpoint, best weights and metrics line are written in `_save_epoch` and `_write_checkpoint`."""
 from __future__ import annotations
 
 import functools
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from attnsweep.data.device_augment import DeviceTransform, Uint8Images, batch_seed
 from attnsweep.pipelines.trial import checkpoint
 from attnsweep.pipelines.trial import distributed
 from attnsweep.pipelines.trial.distributed import Dist
@@ -36,10 +38,11 @@ _AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 def train(cfg: TrialConfig, trial_dir: str | Path) -> dict[str, Any]:
     """Run (or resume, or return the finished result of) one trial; returns `result.json`'s content."""
-    d = distributed.setup()
+    d = distributed.setup(cfg.cpu_threads)
     try:
         return _train(cfg, TrialFolder(trial_dir), d)
     finally:
+        _pending.clear()  # no other trial's state for the requeue signal to write
         distributed.teardown()
 
 
@@ -61,8 +64,6 @@ def _train(cfg: TrialConfig, folder: TrialFolder, d: Dist) -> dict[str, Any]:
     if cfg.batch_size > n_train:
         raise TrialConfigError(f"batch_size: {cfg.batch_size} is larger than the training set ({n_train} images)")
 
-    from attnsweep.data import make_dataset
-
     model, memory_format = _model(cfg, d, num_classes)
     params = sum(p.numel() for p in model.parameters())
     optimizer = _optimizer(cfg, model)
@@ -71,28 +72,35 @@ def _train(cfg: TrialConfig, folder: TrialFolder, d: Dist) -> dict[str, Any]:
 
     state = {"epoch": 0, "best_epoch": None, "best_score": -float("inf"), "best_model": None, "train_seconds": 0.0}
     if folder.checkpoint_file.exists():
-        state = _resume(folder, d, model, optimizer, scheduler, scaler)
+        state = _resume(folder, d, model, optimizer, scheduler, scaler) or state
+    saved_best_epoch = state["best_epoch"]  # the weights in best.pt
     ddp = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) \
         if d.world_size > 1 else model
+    if cfg.compile:  # the training step; evaluation runs the plain module
+        ddp = torch.compile(ddp)
 
-    train_set = make_dataset(split.sets["train"], cfg.augmentation, split.mean, split.std, train=True, seed=cfg.seed)
-    eval_sets = {name: make_dataset(s, "none", split.mean, split.std, train=False, seed=cfg.seed)
-                 for name, s in split.sets.items() if name != "train"}
+    # Loader workers only copy uint8 rows; conversion, normalisation and augmentation run on the device.
+    sets = {name: Uint8Images(s.images, s.labels) for name, s in split.sets.items()}
+    train_set, eval_sets = sets.pop("train"), sets
+    inputs = DeviceTransform(cfg.augmentation, cfg.image_size, split.mean, split.std).to(d.device)
     sampler = DistributedSampler(train_set, num_replicas=d.world_size, rank=d.rank, shuffle=True, seed=cfg.seed)
     evaluate_on = functools.partial(evaluate, model, d=d, batch_size=per_rank_batch, amp_dtype=amp_dtype,
-                                    memory_format=memory_format, num_classes=num_classes, num_workers=cfg.num_workers)
+                                    memory_format=memory_format, num_classes=num_classes, num_workers=cfg.num_workers,
+                                    inputs=inputs)
     job = distributed.submitit_job()
     job_id = job.job_id if job is not None else None
     diverged = False
+    last_checkpoint = time.monotonic()
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         sampler.set_epoch(epoch)
-        train_set.set_epoch(epoch)  # augmentation drawn from (seed, epoch, image)
         loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=sampler, drop_last=True,
                             num_workers=cfg.num_workers, pin_memory=d.device.type == "cuda",
                             generator=_generator(cfg.seed, epoch, d.rank))
         lr = optimizer.param_groups[0]["lr"]
-        loss_sum, n_seen = _train_epoch(ddp, loader, optimizer, scaler, d.device, amp_dtype, memory_format)
+        augment = functools.partial(inputs, memory_format=memory_format)
+        seeds = functools.partial(batch_seed, cfg.seed, epoch, d.rank)  # batch i's draws: (seed, epoch, rank, i)
+        loss_sum, n_seen = _train_epoch(ddp, loader, optimizer, scaler, d.device, amp_dtype, augment, seeds)
         distributed.broadcast_buffers(model)
         train_time = time.perf_counter() - t0
         if not torch.isfinite(loss_sum).item():  # the sum is all-reduced: every rank stops together
@@ -105,16 +113,18 @@ def _train(cfg: TrialConfig, folder: TrialFolder, d: Dist) -> dict[str, Any]:
         line = {"epoch": epoch, "train_loss": loss_sum.item() / n_seen, "lr": lr, "seconds": seconds,
                 "images_per_s": n_seen / train_time, "val": {k: val[k] for k in selection.METRICS}, "job_id": job_id}
         score = selection.score(val[cfg.selection_metric], cfg.selection_metric)
-        new_best = state["best_epoch"] is None or score > state["best_score"]
-        if new_best:
+        if state["best_epoch"] is None or score > state["best_score"]:
             best_model = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             state.update(best_epoch=epoch, best_score=score, best_model=best_model)
         state.update(epoch=epoch, train_seconds=state["train_seconds"] + seconds)
         rng = distributed.gather(checkpoint.rng_state())
         if d.is_main:
-            _save_epoch(folder, line, new_best, state, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng})
+            due = _checkpoint_due(cfg, epoch, (time.monotonic() - last_checkpoint) / 60)
+            training = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng}
+            _save_epoch(folder, line, state, training, due, write_best=state["best_epoch"] != saved_best_epoch)
+            if due:
+                last_checkpoint, saved_best_epoch = time.monotonic(), state["best_epoch"]
             log.info("epoch %d/%d train_loss %.4f val %s %s (%.1f s, %.0f img/s)", epoch, cfg.epochs,
                      line["train_loss"], cfg.selection_metric, val[cfg.selection_metric], seconds,
                      line["images_per_s"])
@@ -135,7 +145,7 @@ def _train(cfg: TrialConfig, folder: TrialFolder, d: Dist) -> dict[str, Any]:
         "params": params,
         "train_seconds": state["train_seconds"],
         "gpu_seconds": state["train_seconds"] * d.world_size if d.device.type == "cuda" else 0.0,
-        "config_hash": cfg.hash(),
+        "trial_id": cfg.hash(),  # the folder name; the configuration hash is in the result rows
         "metrics": metrics,
     }
     if d.is_main:
@@ -189,8 +199,23 @@ def lr_scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer) -> torch.op
     return sched.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
-def _resume(folder: TrialFolder, d: Dist, model, optimizer, scheduler, scaler) -> dict[str, Any]:
-    ckpt = checkpoint.load(folder.checkpoint_file)
+def _resume(folder: TrialFolder, d: Dist, model, optimizer, scheduler, scaler) -> dict[str, Any] | None:
+    """The state after the checkpoint's epoch; None (train from scratch) when the checkpoint is
+    unreadable: it is an infrastructure failure (a disk or a copy), not the configuration's, so it
+    is set aside (`checkpoint.pt.corrupt-N`, with the metrics lines of its epochs) with one warning
+    line, and the trial starts again (one checkpoint is kept: there is no earlier good one)."""
+    try:
+        ckpt = checkpoint.load(folder.checkpoint_file)
+    except checkpoint.UnreadableCheckpoint as e:
+        distributed.barrier()  # every rank has tried to read it before it moves
+        if d.is_main:
+            aside = checkpoint.set_aside(folder.checkpoint_file)
+            if folder.metrics_file.exists():
+                checkpoint.set_aside(folder.metrics_file)  # its epochs are trained again
+            folder.best_file.unlink(missing_ok=True)
+            log.warning("%s; set aside as %s, the trial starts again from scratch", e, aside.name)
+        distributed.barrier()
+        return None
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
@@ -200,26 +225,68 @@ def _resume(folder: TrialFolder, d: Dist, model, optimizer, scheduler, scaler) -
     else:
         log.warning("checkpoint written by %d ranks, resumed with %d: random streams restart from the seed",
                     len(ckpt["rng"]), d.world_size)
-    if d.is_main:  # complete what a kill right after the checkpoint left out
-        checkpoint.save(folder.best_file, ckpt["best_model"])
-        if folder.last_epoch() < ckpt["epoch"]:
-            folder.append_epoch(json.loads(ckpt["line"]))
+    if d.is_main:  # complete or undo what a kill after the checkpoint left (see _write_checkpoint)
+        staged = folder.staged_best_file(ckpt["best_epoch"])
+        if "best_model" in ckpt:  # written before best.pt was kept out of the checkpoint
+            checkpoint.save(folder.best_file, ckpt["best_model"])
+        elif staged.exists():
+            staged.replace(folder.best_file)
+        for stale in folder.path.glob(folder.staged_best_file("*").name):
+            stale.unlink()
+        folder.truncate_epochs(ckpt["epoch"], json.loads(ckpt["line"]))
+    distributed.barrier()  # best.pt is final before the other ranks read it
+    best_model = ckpt["best_model"] if "best_model" in ckpt else checkpoint.load(folder.best_file)
     log.info("resuming after epoch %d", ckpt["epoch"])
-    return {k: ckpt[k] for k in ("epoch", "best_epoch", "best_score", "best_model", "train_seconds")}
+    return {**{k: ckpt[k] for k in ("epoch", "best_epoch", "best_score", "train_seconds")}, "best_model": best_model}
 
 
-def _save_epoch(folder: TrialFolder, line: dict, new_best: bool, state: dict, training: dict) -> None:
-    """Order: (1) checkpoint.pt, holding this epoch's line and the best weights so far, written
-    atomically; (2) best.pt if it changed; (3) the line appended to metrics.jsonl. Killed before
-    (1): the epoch is not finished and re-runs. Killed after (1): resume rewrites best.pt and
-    appends the missing line from the checkpoint (_resume). So every finished epoch is in
-    metrics.jsonl exactly once, and best.pt is best_epoch's weights. The requeue signal waits
-    for all three."""
+def _checkpoint_due(cfg: TrialConfig, epoch: int, minutes_since_last: float) -> bool:
+    every_k, every_min = cfg.checkpoint_every_epochs, cfg.checkpoint_every_minutes
+    return (epoch == cfg.epochs or (every_k is not None and epoch % every_k == 0)
+            or (every_min is not None and minutes_since_last >= every_min))
+
+
+# Rank 0's resume state of the last finished epoch when it was not written: the requeue signal
+# writes it (TrialJob.checkpoint -> write_pending_checkpoint), so a requeue re-runs no epoch.
+_pending: dict[str, Any] = {}
+
+
+def _save_epoch(folder: TrialFolder, line: dict, state: dict, training: dict, due: bool, write_best: bool) -> None:
+    """The checkpoint if `due` (else a CPU snapshot of it, `_pending`), then the line appended to
+    metrics.jsonl. Killed before the line: resume truncates metrics.jsonl to the checkpoint's epoch
+    and adds its line, so every finished epoch is in metrics.jsonl exactly once (later epochs
+    re-run). The requeue signal waits for both."""
+    ckpt = {**{k: v for k, v in state.items() if k != "best_model"}, **training, "line": json.dumps(line)}
+    best_model = state["best_model"] if write_best else None
     with uninterrupted():
-        checkpoint.save(folder.checkpoint_file, {**state, **training, "line": json.dumps(line)})
-        if new_best:
-            checkpoint.save(folder.best_file, state["best_model"])
+        if due:
+            _write_checkpoint(folder, ckpt, best_model)
+            _pending.clear()
+        else:
+            _pending.update(folder=folder, ckpt=checkpoint.cpu_copy(ckpt), best_model=best_model)
         folder.append_epoch(line)
+
+
+def write_pending_checkpoint() -> None:
+    """Write the snapshot of the last finished epoch, if it has not been (the requeue signal)."""
+    if _pending:
+        with uninterrupted():
+            _write_checkpoint(**_pending)
+            _pending.clear()
+
+
+def _write_checkpoint(folder: TrialFolder, ckpt: dict, best_model: dict | None) -> None:
+    """checkpoint.pt, and best.pt when the best epoch changed since the last checkpoint: the weights
+    go to a staged file named by their epoch, then checkpoint.pt, then the staged file is renamed
+    to best.pt. Killed before checkpoint.pt: resume drops the staged file, best.pt is still the old
+    checkpoint's best; killed after: resume renames it. So best.pt always holds the checkpoint's
+    best_epoch, and is written once per new best epoch at most."""
+    staged = folder.staged_best_file(ckpt["best_epoch"])
+    if best_model is not None:
+        checkpoint.save(staged, best_model)
+    checkpoint.save(folder.checkpoint_file, ckpt)
+    if best_model is not None:
+        staged.replace(folder.best_file)
 
 
 def _generator(seed: int, epoch: int, rank: int) -> torch.Generator:
@@ -227,13 +294,14 @@ def _generator(seed: int, epoch: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0]))
 
 
-def _train_epoch(model, loader, optimizer, scaler, device, amp_dtype, memory_format) -> tuple[torch.Tensor, int]:
-    """One pass over this rank's shard; returns the loss summed over all ranks' images and their count."""
+def _train_epoch(model, loader, optimizer, scaler, device, amp_dtype, augment, seeds) -> tuple[torch.Tensor, int]:
+    """One pass over this rank's shard; returns the loss summed over all ranks' images and their count.
+    `augment(x_uint8, seed)` makes the model's input of batch i, with seed `seeds(i)`."""
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     n = 0
-    for x, y in loader:
-        x = x.to(device, non_blocking=True, memory_format=memory_format)
+    for i, (x, y) in enumerate(loader):
+        x = augment(x.to(device, non_blocking=True), seeds(i))
         y = y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             loss = F.cross_entropy(model(x), y)
@@ -249,15 +317,18 @@ def _train_epoch(model, loader, optimizer, scaler, device, amp_dtype, memory_for
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset: Dataset, d: Dist, batch_size: int, amp_dtype, memory_format,
-             num_classes: int, num_workers: int = 0) -> dict[str, Any]:
+             num_classes: int, num_workers: int = 0, inputs: DeviceTransform | None = None) -> dict[str, Any]:
     """Metrics of `dataset` on the predictions of all ranks: rank r predicts images r, r+W, r+2W, ...
     (no padding, unlike DistributedSampler), and the gathered logits are put back in dataset order,
-    so the metrics equal a single process's exactly."""
+    so the metrics equal a single process's exactly. `inputs`: turns the dataset's uint8 batches into
+    the model's normalised input on the device (no augmentation); None: the dataset gives that input."""
     model.eval()
     shard = Subset(dataset, range(d.rank, len(dataset), d.world_size))
     logits, labels = [], []
-    for x, y in DataLoader(shard, batch_size=batch_size, num_workers=num_workers):
-        x = x.to(d.device, non_blocking=True, memory_format=memory_format)
+    for x, y in DataLoader(shard, batch_size=batch_size, num_workers=num_workers,
+                           pin_memory=d.device.type == "cuda"):
+        x = x.to(d.device, non_blocking=True)
+        x = inputs(x, memory_format=memory_format) if inputs is not None else x.contiguous(memory_format=memory_format)
         with torch.autocast(d.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits.append(model(x).float().cpu())
         labels.append(y)

@@ -98,7 +98,7 @@ def rows():
                             val_balanced_accuracy=None if diverged else round(va, 6),
                             val_accuracy=None if diverged else round(va + 0.03, 6),
                             val_auc_roc=None if diverged else round(va + 0.1, 6),
-                            val_loss=None if diverged else round(1.4 - va, 6), seconds=20.0))
+                            val_loss=None if diverged else round(1.4 - va, 6), seconds=20.0, images_per_s=32.0))
     return results, epochs
 
 
@@ -106,6 +106,11 @@ STUDY_YAML = """\
 # golden study: what `attnsweep run` copies to <out>/study.yaml (only the parts the report reads)
 name: golden
 variants: [resnet18, resnet18+ga, resnet18+ela, efficientnet_b0, efficientnet_b0+ga, vit_tiny_patch16_224]
+image_size: 64
+train: {epochs: 3, batch_size: 32, optimizer: sgd, momentum: 0.9, schedule: cosine, augmentation: flip_rot20,
+        pretrained: null, precision: fp32, selection_metric: balanced_accuracy}
+search: {algorithm: grid, lr: [0.001, 0.01], weight_decay: [0.0, 0.0001]}
+splits: {search_splits: 2, repeat_splits: 5}
 stats:
   metrics: [balanced_accuracy, auc_roc]
   significance: corrected
