@@ -1,9 +1,11 @@
-# `make demo` and `make test` each set up .venv on a fresh machine, then run.
+# `make demo` and `make test` each set up .venv on a fresh machine, then run. `make test` also installs
+# the Debian packages the SLURM and Chromium tests need (.ci/setup-debian.sh: as root; otherwise it
+# prints the command). `make test-fast`: no SLURM cluster, no end-to-end study (for development).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo deps test test-fast install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,8 +18,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/attnsweep run studies/demo.yaml --resume
 
-test: $(STAMP)
+deps:
+	.ci/setup-debian.sh
+
+test: deps $(STAMP)
 	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slurm and not slow"
 
 clean:
 	rm -rf runs .pytest_cache

@@ -1,7 +1,8 @@
 """MedMNIST `.npz` (any 2D single-label set, any size: `pneumoniamnist.npz`, `dermamnist_64.npz`):
-keys `{train,val,test}_{images,labels}`. The official split stays available as `official_split`;
-with `official_test` (default) the official test set is the fixed test set of every split and
-train + val form the pool. `root` is the folder (with `metadata:` the file) or the file itself."""
+keys `{train,val,test}_{images,labels}`. With `official_test` (default) the official test set is
+the fixed test set of every split and train + val form the pool; with `official_split` every split
+is the official train/val/test split (the MedMNIST benchmark's), and repeats differ only in their
+seed. The official part of each image stays in the records as `official_split`. `root` is the folder (with `metadata:` the file) or the file itself."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,6 +23,7 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     official_test: bool = True
+    official_split: bool = False  # the official val set too: nothing is drawn
 
 
 def npz_path(spec) -> Path:
@@ -78,12 +80,18 @@ def read(spec):
             "array_key": key, "array_index": np.arange(len(lab)),
             "ref": [arrays.ref(key, i) for i in range(len(lab))],
             "label_raw": lab.astype(str), "official_split": part,
-            "fixed": "test" if part == "test" and spec.opts().official_test else ""}))
+            "fixed": _fixed_role(part, spec.opts())}))
     df = pd.concat(parts, ignore_index=True)
     df["row"] = df["ref"]
     df["group"] = flag + ":" + df["ref"]  # MedMNIST carries no patient ids
     df, classes = map_labels(df, class_map, path)
     return finish(df, extra=["array_key", "array_index", "official_split"]), classes
+
+
+def _fixed_role(part: str, opts: Options) -> str:
+    if opts.official_split:
+        return part
+    return "test" if part == "test" and opts.official_test else ""
 
 
 def images(spec, records: pd.DataFrame, size: int, workers: int = 1):

@@ -4,7 +4,8 @@ scikit-learn's `StratifiedGroupKFold` does the hard part (no group in two folds,
 kept per fold). Fractions are whole numbers of its folds: with k folds, round(test * k) folds are the
 test set, round(val * k) the validation set and the rest the training set, where k is the smallest
 fold count that makes both fractions whole (e.g. 10 for 0.1 / 0.2, 20 for 0.15 / 0.15; at most 100).
-A fixed test set of the dataset replaces the drawn one. Search and repeat splits draw their seeds
+A fixed test set of the dataset replaces the drawn one; fixed train and val sets too (a dataset's
+official split: then nothing is drawn). Search and repeat splits draw their seeds
 from two disjoint streams of the study seed, so no repeat split reuses a search split's seed."""
 from __future__ import annotations
 
@@ -73,20 +74,24 @@ def make_splits(records: pd.DataFrame, spec: SplitSpec, workers: int = 1) -> pd.
     pool = np.flatnonzero(records["fixed"].to_numpy() == "")
     fixed = np.flatnonzero(records["fixed"].to_numpy() != "")
     fixed_roles = records["fixed"].to_numpy()[fixed]
-    has_test = (fixed_roles == "test").any()
     labels = records["label"].to_numpy()[pool]
     groups = records["group"].to_numpy()[pool]
-    test = 0.0 if has_test else spec.test_fraction
-    tasks = [(labels, groups, spec.val_fraction, test, split_seed(spec.seed, name)) for name in spec.names()]
-    if workers > 1 and len(tasks) > 1:
+    test = 0.0 if (fixed_roles == "test").any() else spec.test_fraction
+    val = 0.0 if (fixed_roles == "val").any() else spec.val_fraction
+    tasks = [(labels, groups, val, test, split_seed(spec.seed, name)) for name in spec.names()]
+    if len(pool) == 0:  # all fixed: every split is the same sets
+        all_roles = [np.array([], dtype=str) for _ in tasks]
+    elif workers > 1 and len(tasks) > 1:
         ctx = multiprocessing.get_context("forkserver")  # safe beside threads (Ray, torch)
         with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=ctx) as executor:
             all_roles = list(executor.map(assign_roles, *zip(*tasks)))
     else:
         all_roles = [assign_roles(*t) for t in tasks]
     out = []
+    all_labels = records["label"].to_numpy()
     for name, roles in zip(spec.names(), all_roles):
-        missing = set(labels) - set(labels[roles == "train"])
+        trained = np.concatenate([labels[roles == "train"], all_labels[fixed[fixed_roles == "train"]]])
+        missing = set(all_labels[np.concatenate([pool, fixed[fixed_roles == "val"]])]) - set(trained)
         if missing:
             raise DataError(f"split {name}: class {sorted(missing)[0]!r} has no training image; "
                             "the pool is too small for these fractions")

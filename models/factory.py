@@ -13,9 +13,26 @@ from .pretrained import load_pretrained
 from .registry import BACKBONES, VARIANTS, parse_name
 
 _CNNS = {"cnn2": cnn.cnn2, "cnn3": cnn.cnn3}
+STEMS = ("imagenet", "small")
 
 
-def _build(name: str, num_classes: int, image_size: int) -> nn.Module:
+def _small_stem(model: nn.Module) -> None:
+    """The CIFAR/MedMNIST ResNet stem: a 3x3 stride-1 first conv and no max-pool, so a 28-32 px
+    input leaves a 4x4 last stage (timm's ImageNet stem, 7x7 stride 2 + max-pool, leaves 1x1).
+    timm has no such stem option for its ResNets, hence the swap."""
+    model.conv1 = nn.Conv2d(3, model.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+
+
+def check_stem(name: str, stem: str) -> None:
+    if stem not in STEMS:
+        raise ValueError(f"stem: {stem!r} is not one of {list(STEMS)}")
+    family = BACKBONES[parse_name(name)[0]].family
+    if stem == "small" and family != "resnet":
+        raise ValueError(f"stem: 'small' is for ResNets; {name} is of the {family} family")
+
+
+def _build(name: str, num_classes: int, image_size: int, stem: str = "imagenet") -> nn.Module:
     if num_classes < 2:
         raise ValueError(f"model {name!r}: num_classes must be at least 2, got {num_classes}")
     backbone_name, attention = parse_name(name)
@@ -25,25 +42,43 @@ def _build(name: str, num_classes: int, image_size: int) -> nn.Module:
     else:
         size = {"img_size": image_size} if backbone.family == "transformer" else {}  # fixed-size patch grids
         model = timm.create_model(backbone_name, pretrained=False, num_classes=num_classes, **size)
+    check_stem(name, stem)
+    if stem == "small":
+        _small_stem(model)  # before the attention: its sizes follow the stem's maps
     apply_attention(model, backbone.family, attention, image_size)
     return model
 
 
-def create(name: str, num_classes: int, pretrained: str | None = None, image_size: int = 224) -> nn.Module:
+def create(name: str, num_classes: int, pretrained: str | None = None, image_size: int = 224,
+           stem: str = "imagenet") -> nn.Module:
     """The variant `name` with a `num_classes` head, for `image_size` inputs (AA, ae_linear and the
-    transformers are sized for it). `pretrained`: `imagenet-1k`, `imagenet-21k` or a weights file;
-    the load report (new, unused and skipped tensors) is logged and kept as `model.pretrained_report`."""
-    model = _build(name, num_classes, image_size)
+    transformers are sized for it). `stem`: `small` gives a ResNet the small-image stem.
+    `pretrained`: `imagenet-1k`, `imagenet-21k` or a weights file; the load report (new, unused and skipped tensors) is logged and kept as `model.pretrained_report`."""
+    model = _build(name, num_classes, image_size, stem)
     if pretrained:
         model.pretrained_report = load_pretrained(model, name, BACKBONES[parse_name(name)[0]], pretrained)
     return model
 
 
 @lru_cache(maxsize=None)
-def count_params(name: str, num_classes: int, image_size: int = 224) -> int:
+def check_input_size(name: str, image_size: int, stem: str = "imagenet") -> None:
+    """ValueError in one line when the variant cannot train on `image_size` px inputs (e.g. a
+    feature map that shrinks to nothing): one training-mode forward of a batch of 2 on the meta device."""
+    check_stem(name, stem)
+    try:
+        with torch.device("meta"):
+            model = _build(name, 2, image_size, stem)
+            model.train()(torch.empty(2, 3, image_size, image_size))
+    except (RuntimeError, ValueError, AssertionError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"model {name} cannot take {image_size} px images (stem {stem}): {reason}") from None
+
+
+@lru_cache(maxsize=None)
+def count_params(name: str, num_classes: int, image_size: int = 224, stem: str = "imagenet") -> int:
     """Trainable parameters, counted on a model built on the meta device (no memory, no download)."""
     with torch.device("meta"):
-        model = _build(name, num_classes, image_size)
+        model = _build(name, num_classes, image_size, stem)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 

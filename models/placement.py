@@ -65,7 +65,8 @@ def _output_sizes(model: nn.Module, modules: list[nn.Module], image_size: int) -
     ]
     try:
         with torch.no_grad():
-            probe(torch.empty(1, 3, image_size, image_size, device="meta"))
+            # a batch of 2: a training-mode BatchNorm refuses one value per channel (a 1x1 map at <= 32 px)
+            probe(torch.empty(2, 3, image_size, image_size, device="meta"))
     finally:
         for hook in hooks:
             hook.remove()

@@ -13,7 +13,7 @@ import pytest
 
 from attnsweep.data import DataError, DatasetSpec, SplitSpec, load_split, prepare
 from attnsweep.data.cache import build, is_current
-from test_data_formats import copy_ham_sample, needs_ham
+from test_data_formats import MEDMNIST, copy_ham_sample, needs_ham, needs_medmnist
 
 SYNTH = DatasetSpec(format="synthderm", options={"n": 300, "seed": 1})
 SHIFTED = DatasetSpec(format="synthderm", options={"n": 60, "ood": True})
@@ -166,3 +166,19 @@ def test_real_ham10000_prepare_full(tmp_path):
     t0 = time.perf_counter()
     prepare(spec, splits, 32, tmp_path, workers=2)
     assert time.perf_counter() - t0 < 10
+
+
+@needs_medmnist
+def test_medmnist_official_split_is_every_split(tmp_path):
+    """`official_split`: every split trains, selects and tests on MedMNIST's own sets; the default
+    (`official_test` only) redraws val from train + val."""
+    spec = DatasetSpec(format="medmnist", root=str(MEDMNIST / "breastmnist.npz"), options={"official_split": True})
+    official = prepare(spec, SplitSpec(search_splits=1, repeat_splits=2), 28, tmp_path / "official", workers=1)
+    redrawn = prepare(DatasetSpec(format="medmnist", root=str(MEDMNIST / "breastmnist.npz")),
+                      SplitSpec(search_splits=1, repeat_splits=2), 28, tmp_path / "redrawn", workers=1)
+    for name in ("search-0", "repeat-0", "repeat-1"):
+        sets = load_split(official, name).sets
+        for role, n in (("train", 546), ("val", 78), ("test", 156)):
+            assert len(sets[role]) == n and set(sets[role].meta["official_split"]) == {role}, (name, role)
+        val = load_split(redrawn, name).sets["val"].meta
+        assert (val["official_split"] == "val").sum() < 78  # drawn from train + val

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from trainer_setup import comparable, data_dir, read_lines, trial_config, wait_for_epoch  # noqa: F401
+from trainer_setup import Hold, comparable, data_dir, read_lines, trial_config  # noqa: F401
 
 from attnsweep.data import load_split, make_dataset
 from attnsweep.models import create
@@ -49,24 +49,23 @@ def test_two_rank_ddp_trial_and_exact_gathered_metrics(data_dir, tmp_path):  # n
         assert metrics["auc_roc"] == pytest.approx(single["auc_roc"], rel=1e-6)
 
 
-def test_killed_job_resubmitted_resumes_after_last_epoch(data_dir, tmp_path):  # noqa: F811
-    cfg = trial_config(data_dir, epochs=10, checkpoint_every_epochs=1)
+def test_killed_job_resubmitted_resumes_after_last_epoch(data_dir, tmp_path, monkeypatch):  # noqa: F811
+    cfg = trial_config(data_dir, epochs=5, checkpoint_every_epochs=1)
     reference = train(cfg, tmp_path / "reference")
     one = ExecutorSpec(kind="local", workers=1, slurm={"timeout_min": 10})
 
+    hold = Hold(tmp_path / "hold", after_epoch=2).apply(monkeypatch)  # the job waits after epoch 2
     first = submit(cfg, tmp_path / "trial", one)
-    wait_for_epoch(tmp_path / "trial", 2, first)
+    hold.wait("trial", first)
     assert attach(tmp_path / "trial", one) is None  # another driver cannot hold a local job: it stops it
     assert first.state != "RUNNING"
-    killed_after = len(read_lines(tmp_path / "trial"))
-    assert 2 <= killed_after < 10, "the kill came too late to test a resume"
+    assert [line["epoch"] for line in read_lines(tmp_path / "trial")] == [1, 2]
 
-    second = submit(cfg, tmp_path / "trial", one)
+    second = submit(cfg, tmp_path / "trial", one)  # it starts at epoch 3: the hold is behind it
     assert second.exception() is None, second.exception()
     lines = read_lines(tmp_path / "trial")
-    assert [line["epoch"] for line in lines] == list(range(1, 11))
-    assert {line["job_id"] for line in lines[:killed_after]} == {first.job_id}
-    assert {line["job_id"] for line in lines[killed_after:]} == {second.job_id}
+    assert [line["epoch"] for line in lines] == [1, 2, 3, 4, 5]
+    assert [line["job_id"] for line in lines] == [first.job_id] * 2 + [second.job_id] * 3
     # Model, optimizer, scheduler and random states were restored: the numbers are unchanged.
     assert comparable(lines) == comparable(read_lines(tmp_path / "reference"))
     assert TrialFolder(tmp_path / "trial").result()["metrics"] == reference["metrics"]

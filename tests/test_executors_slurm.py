@@ -3,12 +3,11 @@ two trials, a 2-node DDP job with its ranks on different nodes, scancel then res
 submitit's requeue on the preemption signal and on the time limit."""
 from __future__ import annotations
 
-import math
 import time
 
 import pytest
 import submitit
-from trainer_setup import data_dir, read_lines, trial_config, wait_for_epoch  # noqa: F401
+from trainer_setup import Hold, data_dir, read_lines, trial_config  # noqa: F401
 
 from attnsweep.pipelines.config.executor import ExecutorSpec
 from attnsweep.pipelines.trial.executors import attach, job_name, submit, submit_array
@@ -96,53 +95,51 @@ def test_two_node_trial_has_ranks_on_both_nodes(slurm_cluster_2nodes, monkeypatc
 def test_scancel_then_resubmit_resumes_after_the_last_finished_epoch(slurm_cluster, monkeypatch, data_dir,  # noqa: F811
                                                                      tmp_path):
     _use(slurm_cluster, monkeypatch)
-    # submitit ignores SIGTERM, so a cancelled job trains on for KillWait (5 s) before SIGKILL:
-    # 40 epochs, so that even at 0.4 s an epoch (measured in CI) some are left for the resubmission
-    spec, cfg = _slurm(slurm_cluster), trial_config(data_dir, epochs=40)
+    hold = Hold(tmp_path.parent / f"{tmp_path.name}-hold", after_epoch=2).apply(monkeypatch)  # sbatch exports it
+    spec, cfg = _slurm(slurm_cluster), trial_config(data_dir, epochs=4, checkpoint_every_epochs=1)
     first = submit(cfg, tmp_path, spec)
-    wait_for_epoch(tmp_path, 2, first)
+    hold.wait(tmp_path.name, first)
     assert attach(tmp_path, spec).job_id == first.job_id  # still running: a driver can re-attach
-    first.cancel()
+    first.cancel()  # submitit ignores SIGTERM: the held job dies by SIGKILL after KillWait
     assert _wait_until_ended(slurm_cluster, first).startswith("CANCELLED")
-    k = len(read_lines(tmp_path))
-    assert 2 <= k < 40, "the cancel came too late to test a resume"
+    assert [line["epoch"] for line in read_lines(tmp_path)] == [1, 2]
 
-    second = submit(cfg, tmp_path, spec)
+    second = submit(cfg, tmp_path, spec)  # it starts at epoch 3: the hold is behind it
     assert second.exception() is None, second.exception()
     lines = read_lines(tmp_path)
-    assert [line["epoch"] for line in lines] == list(range(1, 41))  # none repeated, none missing
-    assert [line["job_id"] for line in lines] == [first.job_id] * k + [second.job_id] * (40 - k)
+    assert [line["epoch"] for line in lines] == [1, 2, 3, 4]  # none repeated, none missing
+    assert [line["job_id"] for line in lines] == [first.job_id] * 2 + [second.job_id] * 2
     assert TrialFolder(tmp_path).job_ids() == [first.job_id, second.job_id]
 
 
 def test_preempted_job_is_requeued_and_finishes(slurm_cluster, monkeypatch, data_dir, tmp_path):  # noqa: F811
     _use(slurm_cluster, monkeypatch)
-    job = submit(trial_config(data_dir, epochs=5), tmp_path, _slurm(slurm_cluster))
-    wait_for_epoch(tmp_path, 1, job)
+    hold = Hold(tmp_path.parent / f"{tmp_path.name}-hold", after_epoch=1).apply(monkeypatch)
+    job = submit(trial_config(data_dir, epochs=3), tmp_path, _slurm(slurm_cluster))
+    hold.wait(tmp_path.name, job)  # never released: only the requeue gets it past epoch 1
     job._interrupt()  # what a preempting scheduler sends: SIGTERM, then submitit's USR2
     _finish_with_requeues(slurm_cluster, job)
-    assert _runs(slurm_cluster, job.job_id) >= 2
-    assert [line["epoch"] for line in read_lines(tmp_path)] == [1, 2, 3, 4, 5]
+    assert _runs(slurm_cluster, job.job_id) == 2
+    lines = read_lines(tmp_path)
+    assert [line["epoch"] for line in lines] == [1, 2, 3]
     assert TrialFolder(tmp_path).result()["status"] == "ok"
-    assert TrialFolder(tmp_path).job_ids() == [job.job_id]  # requeued under the same id
+    assert TrialFolder(tmp_path).job_ids() == [job.job_id] and {line["job_id"] for line in lines} == {job.job_id}  # same id
 
 
 def test_job_at_its_time_limit_is_requeued_and_finishes(slurm_cluster, monkeypatch, data_dir, tmp_path):  # noqa: F811
     _use(slurm_cluster, monkeypatch)
-    # SLURM sends the signal at one of its periodic checks (every 30 s) in the 30 s before
-    # `time - signal_delay`: with 2 min and 60 s, 30..60 s into each run. A trial of about 100 s
-    # finishes only through requeues. Its epochs are counted from the probe's fastest epoch, not
-    # its mean: on a fast machine the first epoch's warm-up dominates a short probe.
-    probe_dir = tmp_path / "probe"
-    train(trial_config(data_dir, epochs=4), probe_dir)
-    epoch_s = min(line["seconds"] for line in read_lines(probe_dir)[1:])
-    epochs = math.ceil(100 / epoch_s)
-    spec = _slurm(slurm_cluster, timeout_min=2, signal_delay_s=60, max_requeues=10, cpus_per_task=2)
-    job = submit(trial_config(data_dir, epochs=epochs), tmp_path / "trial", spec)
-    _finish_with_requeues(slurm_cluster, job, timeout_s=500)
-    trained_s = sum(line["seconds"] for line in read_lines(tmp_path / "trial"))
-    assert _runs(slurm_cluster, job.job_id) >= 2, f"{epochs} epochs of {epoch_s:.2f} s trained in {trained_s:.0f} s"
-    assert [line["epoch"] for line in read_lines(tmp_path / "trial")] == list(range(1, epochs + 1))
+    # The job is held after epoch 1 and never released: only the time limit's signal ends that run.
+    # SLURM sends it at one of its periodic checks (every 30 s) once less than `signal_delay_s` is
+    # left: with 2 min and 30 s, 60..90 s into a run. The requeued run resumes after epoch 1 and
+    # finishes. (A run signalled before its epoch 1 is done starts over and is held again.)
+    hold = Hold(tmp_path.parent / f"{tmp_path.name}-hold", after_epoch=1).apply(monkeypatch)
+    spec = _slurm(slurm_cluster, timeout_min=2, signal_delay_s=30, max_requeues=10)
+    job = submit(trial_config(data_dir, epochs=3), tmp_path / "trial", spec)
+    _finish_with_requeues(slurm_cluster, job, timeout_s=900)
+    assert hold.held() == ["trial"]  # a run was held after epoch 1 and never released: the signal freed it
+    assert _runs(slurm_cluster, job.job_id) >= 2
+    lines = read_lines(tmp_path / "trial")
+    assert [line["epoch"] for line in lines] == [1, 2, 3]
     assert TrialFolder(tmp_path / "trial").result()["status"] == "ok"
 
 

@@ -128,3 +128,45 @@ def test_unregistered_combinations_build_too(name, device):
         x = torch.randn(2, 3, 64, 64)
     model(x).sum().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("size", [28, 32])
+@pytest.mark.parametrize("name", VARIANTS)
+def test_every_variant_trains_a_step_on_small_images(name, size):
+    """MedMNIST's 28 px and CIFAR's 32 px, the papers' own sizes: built (the attention sizes come
+    from a probe forward, which at a 1x1 last stage must not trip BatchNorm) and one SGD step."""
+    device = "meta" if count_params(name, 3, size) > BIG else "cpu"
+    with torch.device(device):
+        model = create(name, num_classes=3, image_size=size)
+        x = torch.randn(2, 3, size, size)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    before = next(model.parameters()).detach().clone()
+    model.train()(x).logsumexp(dim=1).sum().backward()
+    optimizer.step()
+    if device == "cpu":
+        assert not torch.equal(before, next(model.parameters()))
+
+
+def _last_stage_size(model: nn.Module, size: int) -> tuple[int, int]:
+    shapes = []
+    handle = gradcam_target_layer(model).register_forward_hook(lambda _m, _i, out: shapes.append(out.shape[-2:]))
+    with torch.no_grad():
+        model.eval()(torch.randn(1, 3, size, size))
+    handle.remove()
+    return tuple(shapes[0])
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet18+se", "resnet18+aa", "resnet18+ga+ela"])
+def test_small_stem_keeps_a_4x4_last_stage_at_28_px(name):
+    """timm's ImageNet stem (7x7 stride 2 + max-pool) leaves a 1x1 last stage at 28 px: one
+    Grad-CAM value per image. The small stem (3x3 stride 1, no max-pool) leaves 4x4."""
+    assert _last_stage_size(create(name, num_classes=3, image_size=28), 28) == (1, 1)
+    small = create(name, num_classes=3, image_size=28, stem="small")
+    assert (small.conv1.kernel_size, small.conv1.stride, type(small.maxpool)) == ((3, 3), (1, 1), nn.Identity)
+    assert _last_stage_size(small, 28) == (4, 4)
+    small.train()(torch.randn(2, 3, 28, 28)).sum().backward()
+
+
+def test_small_stem_is_for_resnets_only():
+    with pytest.raises(ValueError, match=r"^stem: 'small' is for ResNets; cnn2 is of the cnn family$"):
+        create("cnn2", num_classes=3, image_size=32, stem="small")

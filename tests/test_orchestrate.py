@@ -1,5 +1,6 @@
 """`attnsweep run` end to end with real Ray Tune, real submitit (local executor) and a real MLflow
-server, on the demo study shrunk by a fixture. The driver is SIGKILLed mid-study and `--resume`
+server, on the demo study shrunk by a fixture. The driver is SIGKILLed mid-study (its trial jobs
+held after epoch 1, one released and recorded first) and `--resume`
 finishes it: no finished trial is trained again, no epoch twice, no duplicate row or run; then
 the rows, the choice of the repeated configuration and the MLflow runs are checked. (One study
 run serves both, to keep the suite short; the SLURM tests run a study without interruption.)"""
@@ -20,6 +21,7 @@ from orchestrate_setup import (
     shrunk_study,
     trial_dirs,
 )
+from trainer_setup import Hold
 
 from attnsweep.pipelines.trial.folder import TrialFolder
 
@@ -29,21 +31,23 @@ VARIANTS, CONFIGS, SEARCH_SPLITS, REPEAT_SPLITS = ["resnet18", "resnet18+se"], 2
 
 
 def _kill_mid_study(study, out, tmp_path, *args) -> dict:
-    """Start the driver; SIGKILL it once a trial is recorded and another has finished epochs but
-    no result yet. Returns the job ids of the trials in flight at that moment (a job may still
-    finish between the kill and the resume, so they are taken before the kill)."""
-    driver = Driver("run", str(study), "--out", str(out), *args, log=tmp_path / "driver.log")
+    """Start the driver with every trial job held after epoch 1; release the held ones until a
+    trial is recorded (a search trial reports its splits in lockstep: all of them must go on),
+    then SIGKILL the driver once another is held (an epoch, no result). Returns the job ids of the
+    trials held at that moment."""
+    hold = Hold(tmp_path / "hold", after_epoch=1)
+    driver = Driver("run", str(study), "--out", str(out), *args, env=hold.env, log=tmp_path / "driver.log")
+    alive = lambda: driver.proc.poll() is None  # noqa: E731
     try:
-        deadline = time.monotonic() + 1200
-        while True:
-            recorded = list((out / "results").glob("*.parquet"))
-            in_flight = [d for d in trial_dirs(out) if epochs_of(d) and not TrialFolder(d).result_file.exists()]
-            if recorded and in_flight:
-                in_flight_jobs = {d: jobs_of(d) for d in in_flight}
-                break
-            assert driver.proc.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the study never had a trial in flight after one was recorded"
+        hold.wait(alive=alive)
+        deadline = time.monotonic() + 900
+        while not list((out / "results").glob("*.parquet")):
+            hold.release(*hold.held())
+            assert alive(), (tmp_path / "driver.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no released trial was recorded"
             time.sleep(0.3)
+        hold.wait(alive=alive)
+        in_flight_jobs = {d: jobs_of(d) for d in trial_dirs(out) if d.name in hold.held()}
         driver.kill()
     finally:
         driver.cleanup()

@@ -29,3 +29,13 @@ def test_a_finished_folder_needs_resume(tmp_path):
     (out / "trials" / "search").mkdir(parents=True)
     done = run_attnsweep("run", str(study), "--out", str(out))
     assert done.returncode == 2 and "pass --resume" in done.stderr
+
+
+def test_a_variant_too_big_for_the_image_size_is_one_line(tmp_path):
+    study = shrunk_study(tmp_path, name="tiny", image_size=16, variants=["cnn2", "cnn3"])
+    out = tmp_path / "out"
+    done = run_attnsweep("run", str(study), "--out", str(out))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith("error: study tiny, cnn3: model cnn3 cannot take 16 px images (stem imagenet): ")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (out / "trials").exists()

@@ -19,6 +19,7 @@ from orchestrate_setup import (
     shrunk_study,
     trial_dirs,
 )
+from trainer_setup import Hold
 
 from attnsweep.pipelines.trial.folder import TrialFolder
 
@@ -42,11 +43,10 @@ def _wait_for(condition, what: str, driver: Driver | None = None, timeout_s: flo
     return found
 
 
-def _running_trials(out, cluster):
-    """Trial folders of the sound learning rate without a result whose last job is in the queue."""
-    queued = _queued(cluster)
-    return [d for d in trial_dirs(out) if not TrialFolder(d).result_file.exists() and jobs_of(d)
-            and jobs_of(d)[-1] in queued and TrialFolder(d).config()["lr"] == 0.02]
+def _held_trials(out, hold: Hold) -> list:
+    """Trial folders of the sound learning rate held now (their epoch 1 done, their job running)."""
+    held = set(hold.held())
+    return [d for d in trial_dirs(out) if d.name in held and TrialFolder(d).config()["lr"] == 0.02]
 
 
 def test_slurm_study_cancels_on_sigterm_and_reattaches_after_sigkill(slurm_cluster, tmp_path):
@@ -56,10 +56,11 @@ def test_slurm_study_cancels_on_sigterm_and_reattaches_after_sigkill(slurm_clust
     out = tmp_path / "out"
     args = ("run", str(study), "--out", str(out), "--no-report")
 
-    # 1. SIGTERM mid-study: the driver cancels its jobs, none is left in the queue.
-    first = Driver(*args, env=slurm_cluster.env, log=tmp_path / "driver1.log")
+    # 1. SIGTERM while a trial job is held after epoch 1: the driver cancels its jobs, none is left.
+    hold1 = Hold(tmp_path / "hold1", after_epoch=1)
+    first = Driver(*args, env={**slurm_cluster.env, **hold1.env}, log=tmp_path / "driver1.log")
     try:
-        _wait_for(lambda: _running_trials(out, slurm_cluster), "a running trial job", first)
+        _wait_for(lambda: _held_trials(out, hold1), "a held trial job", first)
         first.proc.send_signal(signal.SIGTERM)
         assert first.proc.wait(timeout=120) == 130
     finally:
@@ -68,17 +69,19 @@ def test_slurm_study_cancels_on_sigterm_and_reattaches_after_sigkill(slurm_clust
     assert owned
     _wait_for(lambda: not (owned & _queued(slurm_cluster)), "the cancelled jobs to leave the queue", timeout_s=60)
 
-    # 2. --resume, then SIGKILL while trial jobs run: they stay in the queue.
-    second = Driver(*args, "--resume", env=slurm_cluster.env, log=tmp_path / "driver2.log")
+    # 2. --resume, then SIGKILL while a trial job is held: the jobs stay in the queue.
+    hold2 = Hold(tmp_path / "hold2", after_epoch=1)
+    second = Driver(*args, "--resume", env={**slurm_cluster.env, **hold2.env}, log=tmp_path / "driver2.log")
     try:
-        running = _wait_for(lambda: _running_trials(out, slurm_cluster), "a running trial job", second)
+        held = _wait_for(lambda: _held_trials(out, hold2), "a held trial job", second)
         second.kill()
     finally:
         second.cleanup()
-    attached = {d: jobs_of(d) for d in running}
+    attached = {d: jobs_of(d) for d in held}
     queued = _queued(slurm_cluster)
-    for d, ids in attached.items():  # SIGKILL cancels nothing: a job runs on or has finished by itself
-        assert ids[-1] in queued or TrialFolder(d).result_file.exists(), d
+    for d, ids in attached.items():  # SIGKILL cancels nothing: the held job is still running
+        assert ids[-1] in queued, d
+    hold2.release(*(d.name for d in trial_dirs(out)))  # also jobs of driver 2 that start later
 
     # 3. --resume again: the running jobs are re-attached (no new submission) and the study ends.
     done = run_attnsweep(*args, "--resume", env=slurm_cluster.env)
@@ -106,9 +109,9 @@ def test_sbatch_launcher_runs_the_study_as_a_slurm_job(slurm_cluster, tmp_path):
     study = shrunk_study(tmp_path, base="demo_slurm.yaml", name="sbatchstudy", n_variants=1,
                          search={"algorithm": "tpe", "trials": 1, "seed": 0, "lr": {"low": 0.003, "high": 0.1}})
     out = tmp_path / "out"
-    # The driver takes one of the test cluster's CPUs, so the trial jobs run one at a time.
+    # The driver takes one of the test cluster's CPUs (the launcher's default), so the trial jobs run one at a time.
     submitted = slurm_cluster.run(
-        "sbatch", "--parsable", "--cpus-per-task=1", "--mem=3G", f"--output={tmp_path}/driver-%j.out",
+        "sbatch", "--parsable", "--mem=3G", f"--output={tmp_path}/driver-%j.out",
         str(REPO / "slurm" / "sweep.sbatch"), str(study), "--out", str(out))
     driver_job = submitted.stdout.strip().split(";")[0]
     log = tmp_path / f"driver-{driver_job}.out"
@@ -133,6 +136,36 @@ def test_sbatch_launcher_runs_the_study_as_a_slurm_job(slurm_cluster, tmp_path):
     states = dict(line.split()[:2] for line in accounted.splitlines() if line.strip())
     assert trial_jobs and all(states.get(j) == "COMPLETED" for j in trial_jobs), (trial_jobs, states)
     assert (out / "report" / "index.html").exists()
+
+
+def test_plain_scancel_of_the_driver_job_cancels_its_trial_jobs(slurm_cluster, tmp_path):
+    """`scancel <driver job>`, as any SLURM user stops a job: SIGTERM reaches the driver and its
+    Ray processes at once. The trial jobs, held after epoch 1 (they would never end by
+    themselves), are cancelled before the driver dies."""
+    study = shrunk_study(tmp_path, base="demo_slurm.yaml", name="scancelstudy", n_variants=1,
+                         search={"algorithm": "grid", "lr": [0.02], "weight_decay": [0.0]})
+    out, hold = tmp_path / "out", Hold(tmp_path / "hold", after_epoch=1)
+    exports = ",".join(f"{k}={v}" for k, v in hold.env.items())
+    submitted = slurm_cluster.run(  # the launcher's default: one CPU for the driver
+        "sbatch", "--parsable", f"--export=ALL,{exports}", f"--output={tmp_path}/driver-%j.out",
+        str(REPO / "slurm" / "sweep.sbatch"), str(study), "--out", str(out), "--no-report")
+    driver_job = submitted.stdout.strip().split(";")[0]
+    log = tmp_path / f"driver-{driver_job}.out"
+    try:
+        hold.wait(alive=lambda: driver_job in _queued(slurm_cluster))
+        owned = {j for d in trial_dirs(out) for j in jobs_of(d)}
+        slurm_cluster.run("scancel", driver_job)
+        _wait_for(lambda: not ({driver_job} | owned) & _queued(slurm_cluster),
+                  "the driver and its trial jobs to leave the queue", timeout_s=120)
+    finally:
+        left = ({driver_job} | {j for d in trial_dirs(out) for j in jobs_of(d)}) & _queued(slurm_cluster)
+        if left:
+            slurm_cluster.run("scancel", *left)
+    text = log.read_text() if log.exists() else "(no driver log)"
+    assert "cancelled the jobs of unfinished trials" in text, text[-3000:]
+    accounted = slurm_cluster.run("sacct", "-n", "-X", "-o", "JobID,State%30", "-j", ",".join(owned)).stdout
+    states = {line.split()[1] for line in accounted.splitlines() if line.strip()}
+    assert owned and states == {"CANCELLED"}, accounted  # "CANCELLED by <uid>" reads CANCELLED
 
 
 def test_jobs_of_different_variants_are_queued_at_once(slurm_cluster, tmp_path):

@@ -39,6 +39,18 @@ def test_every_study_passes_dry_run(path):
     assert f"{n} trainings" in result.output
 
 
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda d: d.update(image_size=16, variants=["cnn2", "cnn3"]), "model cnn3 cannot take 16 px images (stem imagenet): "),
+    (lambda d: d.update(variants=["efficientnet_b0"]) or d["train"].update(stem="small"),
+     "stem: 'small' is for ResNets; efficientnet_b0 is of the efficientnet family"),
+])
+def test_a_variant_that_cannot_take_the_image_size_fails_the_dry_run_in_one_line(tmp_path, edit, message):
+    path = _write(tmp_path, DEMO, edit)
+    result = CliRunner().invoke(app, ["run", str(path), "--dry-run"])
+    assert result.exit_code == 2 and f"error: {path}: {message}" in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
 def _write(tmp_path: Path, base: Path, edit) -> Path:
     data = yaml.safe_load(base.read_text())
     edit(data)
@@ -133,6 +145,24 @@ def test_plan_pairs_variants_and_separates_phases(tmp_path):
     assert a[0].ref.dir == tmp_path / "trials" / "repeat" / "resnet18" / a[0].ref.trial_id
     again = make_trial(study, tmp_path, "repeat", "resnet18", "repeat-0", 0.01, 0.0, data_dir)
     assert again.ref.trial_id == a[0].ref.trial_id  # stable: what --resume relies on
+
+
+def test_small_stem_reaches_the_trials_and_old_trial_ids_stay(tmp_path):
+    import hashlib
+    import json
+
+    study = load_study(DEMO)
+    small = type(study).model_validate({**study.model_dump(), "image_size": 28,
+                                        "train": {**study.train.model_dump(), "stem": "small"}})
+    default = make_trial(study, tmp_path, "repeat", "resnet18+se", "repeat-0", 0.01, 0.0, None)
+    trial = make_trial(small, tmp_path, "repeat", "resnet18+se", "repeat-0", 0.01, 0.0, None)
+    assert (default.cfg.stem, trial.cfg.stem) == ("imagenet", "small")
+    at_28 = type(study).model_validate({**study.model_dump(), "image_size": 28})
+    assert trial.ref.trial_id != make_trial(at_28, tmp_path, "repeat", "resnet18+se", "repeat-0", 0.01, 0.0,
+                                            None).ref.trial_id
+    # the id of a default-stem trial is what it was before `stem` existed: resumed studies keep their folders
+    before = json.dumps(default.cfg.model_dump(mode="json", exclude={"stem"}), sort_keys=True)
+    assert default.ref.trial_id == hashlib.sha256(before.encode()).hexdigest()[:16]
 
 
 def test_per_variant_settings_merge_over_the_study_and_name_their_baseline(tmp_path):

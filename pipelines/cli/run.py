@@ -43,7 +43,10 @@ def run(
     except ValidationError as e:
         _fail(one_line(e, "command line"))
     if dry_run:
-        print_plan(study)
+        try:
+            print_plan(study)
+        except ValueError as e:  # a variant that cannot take the study's image size
+            _fail(f"{study_file}: {e}")
         return
 
     from rich.console import Console

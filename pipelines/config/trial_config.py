@@ -14,6 +14,11 @@ from attnsweep.pipelines.config import selection
 from attnsweep.pipelines.config.errors import one_line
 
 
+# Fields added after studies were run, with their defaults: a configuration's identity leaves them
+# out while they hold the default, so the trial ids of those studies (their folders) stay the same.
+ADDED_LATER = {"stem": "imagenet"}
+
+
 class TrialConfigError(ValueError):
     """A bad trial configuration; the message is one line naming the field."""
 
@@ -27,6 +32,8 @@ class TrialConfig(BaseModel):
     splits: SplitSpec = Field(default_factory=SplitSpec)
     split: str = Field("search-0", description="split name (search-K, repeat-K)")
     image_size: int = Field(224, ge=16, strict=True)
+    stem: Literal["imagenet", "small"] = Field(
+        "imagenet", description="ResNets: `small` is the 3x3 stride-1 stem without max-pool of the 28-32 px papers")
     epochs: int = Field(ge=1, strict=True)
     lr: float = Field(gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -76,11 +83,21 @@ class TrialConfig(BaseModel):
         for field, spec in [("dataset", self.dataset), *((f"ood.{k}", v) for k, v in self.ood.items())]:
             if spec.root is not None and not Path(spec.root).exists():
                 raise ValueError(f"{field}.root: {spec.root} does not exist")
+        from attnsweep.models.factory import check_input_size
+
+        check_input_size(self.model, self.image_size, self.stem)  # also checks the stem fits the model
+        if self.stem == "small" and self.pretrained:
+            raise ValueError(f"stem: 'small' has no pretrained weights (pretrained: {self.pretrained}); train from scratch")
         return self
+
+    def identity(self, *exclude: str) -> dict:
+        """The configuration as JSON, without `exclude` and the ADDED_LATER fields at their default."""
+        skip = set(exclude) | {k for k, default in ADDED_LATER.items() if getattr(self, k) == default}
+        return self.model_dump(mode="json", exclude=skip)
 
     def hash(self) -> str:
         """Identifies the trial's configuration (a stable folder name for one trial)."""
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def parse(data: dict, source: str = "trial config") -> TrialConfig:

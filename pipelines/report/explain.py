@@ -152,7 +152,8 @@ def explain_variant(folder: StudyFolder, trial: Path, n: int) -> tuple[list[Expl
 
     cfg = TrialFolder(trial).config()
     x, n_classes, raw, names = _load_images(folder, trial, cfg, n)
-    model = create(cfg["model"], num_classes=len(names), image_size=cfg["image_size"])
+    model = create(cfg["model"], num_classes=len(names), image_size=cfg["image_size"],
+                   stem=cfg.get("stem", "imagenet"))
     model.load_state_dict(load_weights(TrialFolder(trial).best_file))  # torch.load(weights_only=True)
     out = []
     for method, fn in methods_for(model, parse_name(cfg["model"])[1]).items():
@@ -198,6 +199,6 @@ def explain_study(folder: StudyFolder, into: Path) -> tuple[list[str], str]:
     flat = [e.variant for e in rows if e.method == "Grad-CAM" and e.mean.max() == 0]
     if flat:  # e.g. ResNet's last stage is 1x1 at 32 px: Grad-CAM has no location to show
         note += (f" Grad-CAM is constant for {', '.join(flat)}: the last convolutional stage has no "
-                 f"spatial extent at this image size.")
+                 f"spatial extent at this image size (ResNets: `train.stem: small` keeps 4x4 at 28 px).")
     return [name], note
 

@@ -83,14 +83,14 @@ class Schedule:
         return self.job_seconds / (self.makespan * self.budget) if self.makespan else 0.0
 
 
-def forward_gflops(model: str, image_size: int, num_classes: int) -> float:
+def forward_gflops(model: str, image_size: int, num_classes: int, stem: str = "imagenet") -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from attnsweep.models import create
 
     with torch.device("meta"):
-        net = create(model, num_classes, pretrained=None, image_size=image_size)
+        net = create(model, num_classes, pretrained=None, image_size=image_size, stem=stem)
         x = torch.empty(1, 3, image_size, image_size)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         net.eval()(x)
@@ -104,11 +104,14 @@ def _num_classes(study: Study) -> int:
 
 
 def phase_work(study: Study) -> list[PhaseWork]:
+    from attnsweep.models.factory import check_input_size
+
     rows = []
     n_classes = _num_classes(study)
     for vid in study.variant_ids:
         v = study.variant(vid)
-        g = forward_gflops(v.model, study.image_size, n_classes)
+        check_input_size(v.model, study.image_size, v.train.stem)  # one line before any job, as the run's preflight
+        g = forward_gflops(v.model, study.image_size, n_classes, v.train.stem)
         if study.splits.search_splits:
             rows.append(PhaseWork(vid, v.model, "search", v.search.n_configs(), study.splits.search_splits,
                                   v.train.epochs, g))

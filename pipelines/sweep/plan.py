@@ -41,7 +41,7 @@ def trial_config(study: Study, variant: str, split: str, lr: float, weight_decay
 
 def config_hash(cfg: TrialConfig) -> str:
     """The hyper-parameter configuration, the same for all splits it is trained on."""
-    shared = cfg.model_dump(mode="json", exclude={"split", "seed"})
+    shared = cfg.identity("split", "seed")
     return hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:16]
 
 
