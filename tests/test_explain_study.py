@@ -77,7 +77,8 @@ def test_report_draws_the_explanation_grid(study):
     n_rows = 1 + len(DEMO.variants) + sum("ga" in parse_name(v)[1] for v in DEMO.variants)
     assert grid.height > 100 * n_rows
     html = (report / "index.html").read_text()
-    assert '<img src="explanations.png"' in html and "split repeat-0" in html
+    assert '<img src="data:image/png;base64,' in html and 'alt="explanations.png"' in html  # embedded
+    assert "split repeat-0" in html
     # one split, one run per variant: statistics are undefined, not an error
     comp = (report / "tables" / "comparisons.csv").read_text()
     assert all(v in comp for v in DEMO.variants)

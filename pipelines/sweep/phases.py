@@ -105,8 +105,12 @@ def _search_alg(s: SearchSettings, finished: pd.DataFrame, in_flight: list[dict]
             return optuna.distributions.FloatDistribution(space.low, space.high, log=True)
         return optuna.distributions.CategoricalDistribution(space)
 
+    # A resumed search must not draw the configurations it already has again: a sampler seeded as
+    # before would repeat its first draws (seen when a driver was killed before the second proposal),
+    # so the seed moves on by the number of configurations already drawn.
+    drawn = len(finished) + len(in_flight)
     searcher = OptunaSearch(space={"lr": dist(s.lr), "weight_decay": dist(s.weight_decay)}, metric=SCORE,
-                            mode="max", seed=s.seed, points_to_evaluate=in_flight or None)
+                            mode="max", seed=s.seed + drawn, points_to_evaluate=in_flight or None)
     for r in finished.itertuples():
         searcher.add_evaluated_point({"lr": r.lr, "weight_decay": r.weight_decay},
                                      math.nan if r.score is None else r.score, error=r.score is None)

@@ -71,8 +71,11 @@ def _train(cfg: TrialConfig, folder: TrialFolder, d: Dist) -> dict[str, Any]:
     scaler = torch.amp.GradScaler(d.device.type, enabled=cfg.precision == "fp16")
 
     state = {"epoch": 0, "best_epoch": None, "best_score": -float("inf"), "best_model": None, "train_seconds": 0.0}
-    if folder.checkpoint_file.exists():
-        state = _resume(folder, d, model, optimizer, scheduler, scaler) or state
+    resumed = _resume(folder, d, model, optimizer, scheduler, scaler) if folder.checkpoint_file.exists() else None
+    if resumed is not None:
+        state = resumed
+    elif d.is_main:  # killed before its first checkpoint: the epochs it recorded run again
+        folder.metrics_file.unlink(missing_ok=True)
     saved_best_epoch = state["best_epoch"]  # the weights in best.pt
     ddp = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) \
         if d.world_size > 1 else model
