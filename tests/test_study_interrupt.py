@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_sigint_stops_every_job_at_once_even_when_inherited_ignored(tmp_path):
-    study = shrunk_study(tmp_path, name="ctrlc", n_variants=1, max_concurrent=2, max_failures=0)
+    study = shrunk_study(tmp_path, name="ctrlc", n_variants=1, max_concurrent=4, max_failures=0)  # 4 jobs
     out, hold, log = tmp_path / "out", tmp_path / "hold", tmp_path / "driver.log"
     # Ray's memory monitor kills actors when the whole machine runs low (other users' processes
     # on a shared test machine); this test is about signals, not memory.
