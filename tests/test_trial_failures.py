@@ -18,14 +18,14 @@ LOCAL = ExecutorSpec(kind="local", workers=1, slurm={"timeout_min": 10})
 
 
 def test_a_corrupt_checkpoint_is_set_aside_and_the_trial_restarts(data_dir, tmp_path, monkeypatch, caplog):  # noqa: F811
-    cfg = trial_config(data_dir, epochs=2)
+    cfg = trial_config(data_dir, epochs=2, checkpoint_every_epochs=1)  # checkpoint.pt holds epoch 1
     reference = train(cfg, tmp_path / "reference")
     hold = tmp_path / "hold"
     for key, value in hold_env(hold).items():
         monkeypatch.setenv(key, value)  # the local job inherits it
     job = submit(cfg, tmp_path / "trial", LOCAL)
     wait_for(lambda: held(hold), "the job to finish epoch 1")
-    job.cancel()  # stopped while held: checkpoint.pt holds epoch 1
+    job.cancel()  # stopped while held
     wait_for(lambda: job.done(), "the job to stop")
     ckpt = tmp_path / "trial" / CHECKPOINT
     ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])  # a truncated copy
