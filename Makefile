@@ -22,7 +22,7 @@ deps:
 	.ci/setup-debian.sh
 
 test: deps $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=25
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slurm and not slow"
