@@ -50,7 +50,7 @@ def test_two_rank_ddp_trial_and_exact_gathered_metrics(data_dir, tmp_path):  # n
 
 
 def test_killed_job_resubmitted_resumes_after_last_epoch(data_dir, tmp_path, monkeypatch):  # noqa: F811
-    cfg = trial_config(data_dir, epochs=5, checkpoint_every_epochs=1)
+    cfg = trial_config(data_dir, epochs=5)  # checkpoints every 10 minutes: none is due at epoch 2
     reference = train(cfg, tmp_path / "reference")
     one = ExecutorSpec(kind="local", workers=1, slurm={"timeout_min": 10})
 
@@ -59,6 +59,7 @@ def test_killed_job_resubmitted_resumes_after_last_epoch(data_dir, tmp_path, mon
     hold.wait("trial", first)
     assert attach(tmp_path / "trial", one) is None  # another driver cannot hold a local job: it stops it
     assert first.state != "RUNNING"
+    assert checkpoint.load(TrialFolder(tmp_path / "trial").checkpoint_file)["epoch"] == 2  # written at the cancel
     assert [line["epoch"] for line in read_lines(tmp_path / "trial")] == [1, 2]
 
     second = submit(cfg, tmp_path / "trial", one)  # it starts at epoch 3: the hold is behind it

@@ -38,8 +38,10 @@ class TrialJob(Checkpointable):
         if self.cpu_threads is not None:
             os.environ[CPU_THREADS_ENV] = str(self.cpu_threads)  # this job's own process
         if threading.current_thread() is threading.main_thread():
-            # A cancel is SIGINT: stop even if it was inherited as ignored (a driver started with &).
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            # A local cancel is SIGINT (stop even if it was inherited as ignored: a driver started
+            # with &), a scancel SIGTERM (submitit ignores it and SLURM kills after KillWait).
+            signal.signal(signal.SIGINT, _save_then(signal.default_int_handler))
+            signal.signal(signal.SIGTERM, _save_then(signal.getsignal(signal.SIGTERM)))
         try:
             return train(self.cfg, self.trial_dir)
         except Exception as err:
@@ -56,6 +58,20 @@ class TrialJob(Checkpointable):
         # trainer has not written it yet (checkpoints are due every K epochs or N minutes).
         write_pending_checkpoint()
         return DelayedSubmission(self)
+
+
+def _save_then(previous):
+    """A signal handler: first the last finished epoch's state, if it is not on disk yet (so a
+    cancelled trial resumes after that epoch, not from its last timed checkpoint), then what the
+    signal did before."""
+    def handler(signum, frame):
+        write_pending_checkpoint()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+    return handler
 
 
 def _rank() -> int:
