@@ -138,8 +138,6 @@ def test_sbatch_launcher_runs_the_study_as_a_slurm_job(slurm_cluster, tmp_path):
     assert (out / "report" / "index.html").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13, open: a plain scancel kills the driver's Ray processes with it, "
-                   "and the driver dies before it cancels its trial jobs (they stay in the queue)")
 def test_plain_scancel_of_the_driver_job_cancels_its_trial_jobs(slurm_cluster, tmp_path):
     """`scancel <driver job>`, as any SLURM user stops a job: SIGTERM reaches the driver and its
     Ray processes at once. The trial jobs, held after epoch 1 (they would never end by

@@ -1,7 +1,9 @@
 """`attnsweep run`: the driver of a study. Prepares the data once, starts a private Ray runtime,
 runs the search and repeat phases of every variant at once (`scheduler`), records every trial
 (`tracking`), and builds the report. It owns the jobs it submits: on a normal exit, SIGINT or SIGTERM it cancels
-those still queued or running (SIGKILL leaves them, and `--resume` re-attaches to them)."""
+those still queued or running (SIGKILL leaves them, and `--resume` re-attaches to them). A plain
+`scancel` of a driver job signals the driver's Ray processes too, and SLURM kills what is left after
+`KillWait`: so on a signal the jobs are cancelled first, in the handler, before anything unwinds."""
 from __future__ import annotations
 
 import contextlib
@@ -12,7 +14,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from attnsweep.data.atomic import remove_stale_folders, write_text
 from attnsweep.pipelines.store import parquet_store
 from attnsweep.pipelines.trial import executors
 from attnsweep.pipelines.config.compare import check_resume
+from attnsweep.pipelines.sweep import budget
 from attnsweep.pipelines.sweep.failed_trials import check_complete, retry_infrastructure_failures
 from attnsweep.pipelines.sweep.lock import describe, study_lock
 from attnsweep.pipelines.config.study import LogRange, Study
@@ -100,11 +103,25 @@ def ray_runtime(study: Study, out: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def as_interrupt(*signums: int) -> Iterator[None]:
-    """These signals unwind like Ctrl-C, so the jobs get cancelled: SIGTERM (scancel, a time
-    limit, `kill`), and SIGINT set explicitly, because a driver started with `&` or `nohup` from a
-    script inherits an ignored SIGINT (and would pass that on to the processes it starts)."""
+def as_interrupt(*signums: int, first: Callable[[], object] = lambda: None) -> Iterator[None]:
+    """These signals run `first`, then unwind like Ctrl-C, so the jobs get cancelled: SIGTERM
+    (scancel, a time limit, `kill`), and SIGINT set explicitly, because a driver started with `&`
+    or `nohup` from a script inherits an ignored SIGINT (and would pass that on to the processes it
+    starts). `first` runs once, to its end: a signal that comes while it runs is ignored (the
+    interrupt follows when it is done); one that comes later interrupts the unwinding."""
+    state = {"first": "not run"}
+
     def handler(signum, frame):
+        if state["first"] == "running":
+            return
+        if state["first"] == "not run":
+            state["first"] = "running"
+            try:
+                first()
+            except Exception:  # noqa: BLE001 -- the interrupt must come; the caller's finally tries again
+                log.exception("on signal %s", signum)
+            finally:
+                state["first"] = "done"
         raise KeyboardInterrupt(f"signal {signum}")
 
     previous = {s: signal.signal(s, handler) for s in signums}
@@ -203,18 +220,27 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
         if retried:
             console.print(f"retrying {len(retried)} trial(s) that failed for infrastructure reasons: {', '.join(retried)}")
 
+    def cancel_jobs() -> None:
+        t0 = time.monotonic()
+        cancelled = cancel_owned_jobs(out, study)
+        if cancelled:  # said at once: a driver job's scancel kills the driver soon after
+            console.print(f"cancelled {len(cancelled)} job(s) of unfinished trials in {time.monotonic() - t0:.1f} s: "
+                          f"{', '.join(cancelled)}")
+
+    def on_signal() -> None:
+        """Before anything unwinds (Ray may be dying with the driver, see the module's doc): the
+        Tuners record nothing from now on (a cancelled job is no failed trial), then every job goes."""
+        budget.interrupted.set()
+        cancel_jobs()
+
     # Ray installs its own SIGTERM handler in ray.init: ours goes on top of it, inside. The jobs are
-    # cancelled after Ray is down, so no trainable (a retried trial) can submit one after the sweep.
+    # cancelled again after Ray is down: a trainable (a retried trial) may have submitted one meanwhile.
     try:
-        with ray_runtime(study, out), as_interrupt(signal.SIGTERM):
+        with ray_runtime(study, out), as_interrupt(signal.SIGTERM, signal.SIGINT, first=on_signal):
             with Progress(study.name, tune_trial_counts(study), console, study.train.selection_metric) as progress:
                 run_variants(study, out, data_dir, recorder, progress, poll_s)
     finally:
-        t0 = time.monotonic()
-        cancelled = cancel_owned_jobs(out, study)
-        if cancelled:
-            console.print(f"cancelled {len(cancelled)} job(s) of unfinished trials in {time.monotonic() - t0:.1f} s: "
-                          f"{', '.join(cancelled)}")
+        cancel_jobs()
 
     if study.features:  # before the report, so that it shows Table 3
         from attnsweep.pipelines.report.features import analyse_study, log_features_to_mlflow

@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import signal
+import subprocess
 import threading
 from pathlib import Path
 
@@ -177,15 +178,17 @@ def attach(trial_dir: str | Path, executor: ExecutorSpec) -> submitit.Job | None
 
 def stop_jobs(trial_dirs: list[Path], executor: ExecutorSpec) -> list[str]:
     """Stop the last job of each trial that is still queued or running, all at once -> their ids.
-    Local jobs get their signal together and share one grace period (not one each)."""
+    Local jobs get their signal together and share one grace period (not one each). SLURM jobs:
+    one `sacct` and one `scancel` for all (submitit's cancel takes one job per call), because a
+    driver whose own job is cancelled has only SLURM's KillWait to do it."""
     records = [r for r in (_last_record(d, executor) for d in trial_dirs) if r is not None]
     if executor.kind == "slurm":
-        stopped = []
-        for rec in records:
-            job = submitit.SlurmJob(folder=rec["folder"], job_id=rec["job_id"], tasks=tuple(range(rec["tasks"])))
-            if not job.done(force_check=True):
-                job.cancel(check=False)
-                stopped.append(job.job_id)
+        # each job registers with submitit's shared watcher: the first forced check asks sacct for all
+        jobs = [submitit.SlurmJob(folder=rec["folder"], job_id=rec["job_id"], tasks=tuple(range(rec["tasks"])))
+                for rec in records]
+        stopped = [job.job_id for i, job in enumerate(jobs) if not job.done(force_check=i == 0)]
+        if stopped:
+            subprocess.call(["scancel", *stopped])
         return stopped
     return stop_local_jobs(records)
 
