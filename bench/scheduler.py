@@ -82,10 +82,13 @@ def one_after_another(study, budget: int, job_seconds: float) -> float:
     return total
 
 
-def run_real(max_concurrent: int) -> None:
+def run_real(max_concurrent: int, keep: Path | None) -> None:
     from attnsweep.pipelines.config.study import load_study
 
     with tempfile.TemporaryDirectory(prefix="bench-sched-") as tmp:
+        if keep is not None:  # the study folder stays, to look at the timeline
+            keep.mkdir(parents=True, exist_ok=False)
+            tmp = keep
         path = bench_study(Path(tmp), max_concurrent)
         out = Path(tmp) / "out"
         t0 = time.monotonic()
@@ -125,9 +128,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-concurrent", type=int, default=4)
     parser.add_argument("--simulate-only", action="store_true")
+    parser.add_argument("--keep", type=Path, help="run the real study in this new folder and keep it")
     args = parser.parse_args()
     if not args.simulate_only:
-        run_real(args.max_concurrent)
+        run_real(args.max_concurrent, args.keep)
     run_simulation()
 
 
