@@ -38,5 +38,8 @@ def features(
     typer.echo(f"Table 3: feature usage ({', '.join(dict.fromkeys(rows['test']))}; majority at p < {settings.alpha:g})")
     typer.echo(table.to_string())
     typer.echo(f"written: {out / 'features'}")
-    uri = log_to_study_run(out) if mlflow else None
+    if not mlflow:
+        typer.echo("not logged to MLflow (--no-mlflow)")
+        return
+    uri = log_to_study_run(out)
     typer.echo(f"logged to the study's MLflow run: {uri}" if uri else "not logged to MLflow (no tracking store)")

@@ -10,6 +10,7 @@ Writes `<out>/features/usage.parquet` (one row per variant x split x feature x t
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -189,7 +190,8 @@ def analyse_study(out: Path | str, settings: FeatureSettings, log=print) -> pd.D
     if not trials:
         raise StudyFolderError(f"{out}: no kept repeat checkpoints (trials/repeat/<variant>/<trial_id>/best.pt)")
     rows = []
-    for t in trials:
+    for i, t in enumerate(trials, 1):
+        start = time.monotonic()
         probs, labels, meta, num_classes = predict(out, t.folder, settings.eval_set)
         absent = [c for c in settings.columns if c not in meta.columns]
         if absent:
@@ -199,7 +201,8 @@ def analyse_study(out: Path | str, settings: FeatureSettings, log=print) -> pd.D
             for r in feature_usage(meta[column], probs, labels, num_classes, settings, tests):
                 rows.append({"variant": t.variant, "split": t.split, "trial_id": t.trial_id,
                              "eval_set": settings.eval_set, **r})
-        log(f"features: {t.variant} {t.split} done")
+        log(f"features: {i}/{len(trials)} {t.variant} {t.split}: {len(settings.columns)} features x "
+            f"{len(tests)} tests on {len(labels)} {settings.eval_set} images in {time.monotonic() - start:.0f} s")
     df = pd.DataFrame(rows)
     keys = ["variant", "split", "feature"]
     used = {k: majority(g) for k, g in df.groupby(keys, sort=False)}
