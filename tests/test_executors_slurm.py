@@ -13,7 +13,6 @@ from attnsweep.pipelines.config.executor import ExecutorSpec
 from attnsweep.pipelines.trial.executors import attach, job_name, submit, submit_array
 from attnsweep.pipelines.trial.folder import BEST, CHECKPOINT, CONFIG, JOBS, METRICS, RESULT, TrialFolder
 from attnsweep.pipelines.trial.trainer import train
-from attnsweep.pipelines.trial.hold import AFTER_EPOCH_ENV, DIR_ENV
 
 pytestmark = pytest.mark.slurm
 
@@ -146,20 +145,14 @@ def test_job_at_its_time_limit_is_requeued_and_finishes(slurm_cluster, monkeypat
 def test_squeue_names_the_job_after_study_variant_phase_and_split(slurm_cluster, monkeypatch, data_dir,  # noqa: F811
                                                                   tmp_path):
     _use(slurm_cluster, monkeypatch)
-    hold = tmp_path / "hold"
-    hold.mkdir()
-    monkeypatch.setenv(AFTER_EPOCH_ENV, "1")  # the job waits after epoch 1 while squeue is read
-    monkeypatch.setenv(DIR_ENV, str(hold))
+    hold = Hold(tmp_path / "hold", after_epoch=1).apply(monkeypatch)  # the job waits while squeue is read
     name = job_name("demo slurm", "resnet18+se", "repeat", "repeat-0")
     assert name == "demo_slurm/resnet18+se/repeat/repeat-0"
     trial = tmp_path / "trial"
     job = submit(trial_config(data_dir, epochs=2), trial, _slurm(slurm_cluster), name=name)
-    deadline = time.monotonic() + 120
-    while not (hold / "trial.held").exists():
-        assert time.monotonic() < deadline and not job.done(), "the job never reached its hold"
-        time.sleep(0.2)
+    hold.wait("trial", job)
     # the README's format string
     listed = slurm_cluster.run("squeue", "-h", "-j", job.job_id, "-o", "%.18i %.50j %.8T").stdout.split()
     assert listed == [job.job_id, name, "RUNNING"]
-    (hold / "trial.release").touch()
+    hold.release("trial")
     assert job.exception() is None, job.exception()
