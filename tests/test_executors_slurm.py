@@ -12,7 +12,6 @@ from trainer_setup import Hold, data_dir, read_lines, trial_config  # noqa: F401
 from attnsweep.pipelines.config.executor import ExecutorSpec
 from attnsweep.pipelines.trial.executors import attach, job_name, submit, submit_array
 from attnsweep.pipelines.trial.folder import BEST, CHECKPOINT, CONFIG, JOBS, METRICS, RESULT, TrialFolder
-from attnsweep.pipelines.trial.trainer import train
 
 pytestmark = pytest.mark.slurm
 
