@@ -2,8 +2,10 @@
 a batch larger than the training set, a `TrialConfigError`) is a result: it would fail again the
 same way. Everything the configuration does not decide is `infrastructure` and is retried by
 `--resume`: a full disk or another I/O error (OSError), a lost peer rank (torch.distributed), and
-a job that ended without writing a result at all (a lost node, the OOM killer, SIGKILL). An
-unreadable checkpoint never ends a trial: the trainer sets it aside and starts again."""
+a job that ended without writing a result at all (a lost node, the OOM killer, SIGKILL). A CUDA
+out-of-memory error is `configuration`: the batch, model and precision decide it on a GPU type,
+so a retry on the same kind of GPU would fail again. An unreadable checkpoint never ends a trial:
+the trainer sets it aside and starts again."""
 from __future__ import annotations
 
 import json
