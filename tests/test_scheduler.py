@@ -153,9 +153,11 @@ def test_a_bad_override_fails_before_any_job(tmp_path):
     assert not out.exists()  # nothing prepared, nothing submitted
 
 
-def _measured_trial(folder: Path, name: str, epochs: list[float], wall: float, n_train: int, threads: int) -> None:
+def _measured_trial(folder: Path, name: str, epochs: list[float], wall: float, n_train: int, threads: int,
+                    copied: bool = False) -> None:
     """A finished local training as the trainer leaves it: its epochs' seconds, its job's submission
-    and its result written `wall` seconds later."""
+    and its result written `wall` seconds later. `copied`: the result says when it ended and its
+    mtime is today's (a study folder copied with `cp -r`); else an older result without `ended_at`."""
     import datetime
     import os
 
@@ -166,9 +168,12 @@ def _measured_trial(folder: Path, name: str, epochs: list[float], wall: float, n
                                              for i, s in enumerate(epochs)))
     submitted = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
     (d / "jobs.json").write_text(json.dumps([{"job_id": "1", "kind": "local", "submitted_at": submitted.isoformat()}]))
+    ended = submitted + datetime.timedelta(seconds=wall)
     (d / "result.json").write_text(json.dumps({"status": "ok", "epochs_run": len(epochs), "n_train": n_train,
-                                               "cpu_threads": threads, "world_size": 1}))
-    os.utime(d / "result.json", (submitted.timestamp() + wall,) * 2)
+                                               "cpu_threads": threads, "world_size": 1,
+                                               **({"ended_at": ended.isoformat()} if copied else {})}))
+    if not copied:
+        os.utime(d / "result.json", (ended.timestamp(),) * 2)
 
 
 def test_the_per_job_estimate_is_calibrated_on_measured_trainings(tmp_path, monkeypatch):
@@ -178,7 +183,7 @@ def test_the_per_job_estimate_is_calibrated_on_measured_trainings(tmp_path, monk
     runs = tmp_path / "runs"
     # a sibling study folder: 2 trainings of resnet18 at 48 px, 1 thread each, 100 training images
     _measured_trial(runs / "earlier", "a", [10.0, 10.0], wall=50.0, n_train=100, threads=1)
-    _measured_trial(runs / "earlier", "b", [12.0, 12.0], wall=54.0, n_train=100, threads=1)
+    _measured_trial(runs / "earlier", "b", [12.0, 12.0], wall=54.0, n_train=100, threads=1, copied=True)
     data = yaml.safe_load((REPO / "studies" / "demo.yaml").read_text())
     data.update(out_dir=str(runs / "demo"), variants=["resnet18", "resnet18+se"])
     path = tmp_path / "demo.yaml"

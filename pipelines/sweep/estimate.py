@@ -5,8 +5,8 @@ Per-job time. Calibrated from what the project measured: finished trainings of t
 the same image size and executor, found in study folders (this study's own, its sibling folders
 under the same parent, e.g. `runs/*`, and `estimate.measured`). A finished trial records its epochs'
 seconds (`metrics.jsonl`), its training set and threads (`result.json`), when its job was submitted
-(`jobs.json`) and when it ended (the mtime of `result.json`); so the job's wall time splits into
-epochs (scaled by training images, and by cores for local jobs) and the rest (start-up, checkpoint
+(`jobs.json`) and when it ended (`result.json`'s `ended_at`; its mtime for older folders); so the
+job's wall time splits into epochs (scaled by training images, and by cores for local jobs) and the rest (start-up, checkpoint
 writes, the final test/OOD evaluation), taken as measured. Without a measurement a FLOP model
 stands in (forward FLOPs by `torch.utils.flop_counter` on the meta device, a step = 3 forwards,
 plus a per-image cost that dominates small images on a CPU); it is marked uncalibrated.
@@ -214,7 +214,8 @@ def measured_trainings(folders: list[Path]) -> list[Measured]:
             # one job from submission to result: a resumed or requeued one's wall time has a gap
             if result.get("status") != "ok" or len(jobs) != 1 or len(lines) != result.get("epochs_run"):
                 continue
-            wall = result_path.stat().st_mtime - _iso(jobs[0]["submitted_at"])
+            ended = _iso(result["ended_at"]) if "ended_at" in result else result_path.stat().st_mtime
+            wall = ended - _iso(jobs[0]["submitted_at"])
             seconds = [float(x["seconds"]) for x in lines]
             threads = result.get("cpu_threads") or 1
             kind = jobs[0]["kind"]

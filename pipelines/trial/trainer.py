@@ -5,6 +5,7 @@ Its files are described in `folder.py` (TrialFolder); when and in which order an
 checkpoint, best weights and metrics line are written in `_save_epoch` and `_write_checkpoint`."""
 from __future__ import annotations
 
+import datetime
 import functools
 import json
 import logging
@@ -149,6 +150,8 @@ def _train(cfg: TrialConfig, folder: TrialFolder, d: Dist) -> dict[str, Any]:
         "train_seconds": state["train_seconds"],
         "gpu_seconds": state["train_seconds"] * d.world_size if d.device.type == "cuda" else 0.0,
         "trial_id": cfg.hash(),  # the folder name; the configuration hash is in the result rows
+        # the job's end for `--dry-run`'s calibration: a copied study folder keeps it, not its mtimes
+        "ended_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "metrics": metrics,
     }
     if d.is_main:
