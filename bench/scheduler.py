@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import subprocess
@@ -85,10 +86,9 @@ def one_after_another(study, budget: int, job_seconds: float) -> float:
 def run_real(max_concurrent: int, keep: Path | None) -> None:
     from attnsweep.pipelines.config.study import load_study
 
-    with tempfile.TemporaryDirectory(prefix="bench-sched-") as tmp:
-        if keep is not None:  # the study folder stays, to look at the timeline
-            keep.mkdir(parents=True, exist_ok=False)
-            tmp = keep
+    if keep is not None:  # the study folder stays, to look at the timeline
+        keep.mkdir(parents=True, exist_ok=False)
+    with contextlib.nullcontext(keep) if keep is not None else tempfile.TemporaryDirectory(prefix="bench-sched-") as tmp:
         path = bench_study(Path(tmp), max_concurrent)
         out = Path(tmp) / "out"
         t0 = time.monotonic()

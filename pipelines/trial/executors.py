@@ -20,7 +20,7 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 from attnsweep.pipelines.config.executor import ExecutorSpec
 from attnsweep.pipelines.trial.failures import describe, failure_kind
 from attnsweep.pipelines.trial.distributed import CPU_THREADS_ENV, machine_cpus, submitit_job
-from attnsweep.pipelines.trial.folder import SUBMITIT, TrialFolder
+from attnsweep.pipelines.trial.folder import SUBMITIT, TrialFolder, deliver
 from attnsweep.pipelines.trial.trainer import train, write_pending_checkpoint
 from attnsweep.pipelines.config.trial_config import TrialConfig, TrialConfigError
 
@@ -67,11 +67,7 @@ def _save_then(previous):
     signal did before."""
     def handler(signum, frame):
         write_pending_checkpoint()
-        if callable(previous):
-            previous(signum, frame)
-        elif previous == signal.SIG_DFL:
-            signal.signal(signum, signal.SIG_DFL)
-            signal.raise_signal(signum)
+        deliver(previous, signum, frame)
     return handler
 
 

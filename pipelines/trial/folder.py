@@ -56,11 +56,16 @@ def uninterrupted() -> Iterator[None]:
         for num, handler in previous.items():
             signal.signal(num, handler)
         for num, frame in received:
-            handler = previous[num]
-            if callable(handler):
-                handler(num, frame)
-            elif handler == signal.SIG_DFL:
-                signal.raise_signal(num)
+            deliver(previous[num], num, frame)
+
+
+def deliver(handler: Any, num: int, frame: Any) -> None:
+    """Do with signal `num` what `handler` (a Python handler, SIG_DFL or SIG_IGN) would have done."""
+    if callable(handler):
+        handler(num, frame)
+    elif handler == signal.SIG_DFL:
+        signal.signal(num, signal.SIG_DFL)
+        signal.raise_signal(num)
 
 
 def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
