@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from attnsweep.data import DatasetSpec, SplitSpec, load_split, make_dataset, prepare
 from attnsweep.models import create
-from attnsweep.pipelines.trial.distributed import cpu_threads
+from attnsweep.pipelines.trial.job_env import cpu_threads
 from attnsweep.pipelines.config.trial_config import TrialConfig
 from attnsweep.pipelines.trial.folder import TrialFolder
 from attnsweep.pipelines.trial.trainer import train

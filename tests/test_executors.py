@@ -12,7 +12,8 @@ from trainer_setup import Hold, comparable, data_dir, read_lines, trial_config  
 from attnsweep.data import load_split, make_dataset
 from attnsweep.models import create
 from attnsweep.pipelines.trial import checkpoint
-from attnsweep.pipelines.trial.distributed import Dist, machine_cpus
+from attnsweep.pipelines.trial.distributed import Dist
+from attnsweep.pipelines.trial.job_env import machine_cpus
 from attnsweep.pipelines.config.executor import ExecutorSpec
 from attnsweep.pipelines.trial.executors import attach, submit, submit_array
 from attnsweep.pipelines.trial.folder import TrialFolder

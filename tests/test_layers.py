@@ -101,3 +101,18 @@ def test_a_job_queued_before_the_package_move_still_loads(tmp_path):
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.split() == ["attnsweep.pipelines.trial.executors", "attnsweep.pipelines.config.trial_config",
                                   cfg.hash(), str(tmp_path / "trial"), "1"]
+
+
+def test_a_tune_actor_submits_local_jobs_without_importing_torch(tmp_path):
+    """The trainable's actor only submits jobs and follows their folders; torch (and the trainer's
+    scikit-learn) are for the job processes. An actor started beside busy jobs took 25-55 s to
+    submit its first job when it imported them (bench/scheduler.py)."""
+    loaded = _imported_after(
+        "from pathlib import Path\n"
+        "from attnsweep.pipelines.sweep import tune_trainable\n"
+        "from attnsweep.pipelines.config.executor import ExecutorSpec\n"
+        "from attnsweep.pipelines.trial import executors\n"
+        f"ex = executors.make_executor(ExecutorSpec(kind='local', workers=1), Path({str(tmp_path)!r}))\n"
+        "assert type(ex).__name__ == 'LocalExecutor'")
+    assert "ray" in loaded and "submitit" in loaded  # the probe did load the trainable and an executor
+    assert [m for m in ("torch", "sklearn", "scipy", "timm") if m in loaded] == []

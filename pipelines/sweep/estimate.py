@@ -159,7 +159,7 @@ def device_kind(executor) -> str:
 def _cores_per_job(study: Study, executor, threads: int | None = None, jobs_at_once: int | None = None) -> float:
     """CPU cores one job's ranks use: their threads, or their share of this machine when local jobs
     side by side ask for more than it has."""
-    from attnsweep.pipelines.trial.distributed import machine_cpus
+    from attnsweep.pipelines.trial.job_env import machine_cpus
     from attnsweep.pipelines.trial.executors import local_cpu_threads
 
     if executor.kind == "slurm":
@@ -192,7 +192,7 @@ def _iso(ts: str) -> float:
 
 
 def measured_trainings(folders: list[Path]) -> list[Measured]:
-    from attnsweep.pipelines.trial.distributed import machine_cpus
+    from attnsweep.pipelines.trial.job_env import machine_cpus
 
     found = []
     for folder in folders:

@@ -12,6 +12,8 @@ import psutil
 import torch
 import torch.distributed as dist
 
+from attnsweep.pipelines.trial.job_env import cpu_threads, submitit_job
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -26,16 +28,6 @@ class Dist:
         return self.rank == 0
 
 
-def submitit_job():
-    """The submitit JobEnvironment of this process's slurm or local job task, else None (also in
-    a `debug` job, which runs in the caller's process as a single rank)."""
-    if os.environ.get("SUBMITIT_EXECUTOR") not in ("slurm", "local"):
-        return None
-    from submitit import JobEnvironment
-
-    return JobEnvironment()
-
-
 def _local_address(peer: str) -> str:
     """Our address on the route to `peer` (connecting a UDP socket sends nothing)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -48,27 +40,6 @@ def _interface_of(address: str) -> str | None:
         if any(a.family == socket.AF_INET and a.address == address for a in addrs):
             return name
     return None
-
-
-# Set in a `local` job by the submitting driver: the threads of each of its ranks, so that local
-# jobs side by side share the cores instead of each taking all of them (oversubscribed, torch's
-# threads spin against each other: two 2-thread jobs on 2 cores trained 5x slower each, not 2x).
-CPU_THREADS_ENV = "ATTNSWEEP_CPU_THREADS"
-
-
-def machine_cpus() -> int:
-    return len(os.sched_getaffinity(0))
-
-
-def cpu_threads(local_world_size: int, configured: int | None = None) -> int:
-    """CPU threads per rank: `configured` (TrialConfig.cpu_threads), else SLURM's cpus-per-task,
-    else the driver's share for a local job, else this machine's CPUs shared by its ranks."""
-    if configured is not None:
-        return configured
-    for var in ("SLURM_CPUS_PER_TASK", CPU_THREADS_ENV):
-        if var in os.environ:
-            return int(os.environ[var])
-    return max(1, machine_cpus() // local_world_size)
 
 
 def setup(configured_threads: int | None = None) -> Dist:

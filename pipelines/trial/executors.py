@@ -19,9 +19,8 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 
 from attnsweep.pipelines.config.executor import ExecutorSpec
 from attnsweep.pipelines.trial.failures import describe, failure_kind
-from attnsweep.pipelines.trial.distributed import CPU_THREADS_ENV, machine_cpus, submitit_job
+from attnsweep.pipelines.trial.job_env import CPU_THREADS_ENV, machine_cpus, machine_gpus, submitit_job
 from attnsweep.pipelines.trial.folder import SUBMITIT, TrialFolder, deliver
-from attnsweep.pipelines.trial.trainer import train, write_pending_checkpoint
 from attnsweep.pipelines.config.trial_config import TrialConfig, TrialConfigError
 
 
@@ -32,7 +31,7 @@ class TrialJob(Checkpointable):
     def __init__(self, cfg: TrialConfig, trial_dir: Path, cpu_threads: int | None = None) -> None:
         self.cfg = cfg
         self.trial_dir = Path(trial_dir)
-        self.cpu_threads = cpu_threads  # per rank, for a local job (see distributed.CPU_THREADS_ENV)
+        self.cpu_threads = cpu_threads  # per rank, for a local job (see job_env.CPU_THREADS_ENV)
 
     def __call__(self) -> dict:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
@@ -44,7 +43,7 @@ class TrialJob(Checkpointable):
             signal.signal(signal.SIGINT, _save_then(signal.default_int_handler))
             signal.signal(signal.SIGTERM, _save_then(signal.getsignal(signal.SIGTERM)))
         try:
-            return train(self.cfg, self.trial_dir)
+            return _trainer().train(self.cfg, self.trial_dir)
         except Exception as err:
             if _rank() == 0:
                 record = {"status": "failed", "error": describe(err), "failure": failure_kind(err)}
@@ -57,7 +56,7 @@ class TrialJob(Checkpointable):
     def checkpoint(self) -> DelayedSubmission:
         # The signal lands mid-step: what is saved is the last finished epoch's state, if the
         # trainer has not written it yet (checkpoints are due every K epochs or N minutes).
-        write_pending_checkpoint()
+        _trainer().write_pending_checkpoint()
         return DelayedSubmission(self)
 
 
@@ -66,9 +65,17 @@ def _save_then(previous):
     cancelled trial resumes after that epoch, not from its last timed checkpoint), then what the
     signal did before."""
     def handler(signum, frame):
-        write_pending_checkpoint()
+        _trainer().write_pending_checkpoint()
         deliver(previous, signum, frame)
     return handler
+
+
+def _trainer():
+    """The trainer, imported by the job that runs it, not by whoever submits jobs (a driver, a Tune
+    actor): it brings torch, seconds to import (see job_env)."""
+    from attnsweep.pipelines.trial import trainer
+
+    return trainer
 
 
 def _rank() -> int:
@@ -98,13 +105,11 @@ def make_executor(spec: ExecutorSpec, folder: Path, name: str = "attnsweep") -> 
     if spec.kind == "debug":
         return submitit.DebugExecutor(folder)
     if spec.kind == "local":
-        import torch
-
         ex = submitit.LocalExecutor(folder, max_num_timeout=s.max_requeues)
         # submitit hides the GPUs of a local job unless it is given some.
         ex.update_parameters(tasks_per_node=spec.workers, nodes=1, timeout_min=s.timeout_min,
                              signal_delay_s=s.signal_delay_s,
-                             gpus_per_node=min(spec.workers, torch.cuda.device_count()))
+                             gpus_per_node=min(spec.workers, machine_gpus()))
         return ex
     ex = submitit.SlurmExecutor(folder, max_num_timeout=s.max_requeues)
     params = dict(partition=s.partition, nodes=s.nodes, ntasks_per_node=s.tasks_per_node,

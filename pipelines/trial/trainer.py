@@ -26,6 +26,7 @@ from attnsweep.pipelines.trial import distributed
 from attnsweep.pipelines.trial.distributed import Dist
 from attnsweep.pipelines.trial.folder import TrialFolder, uninterrupted
 from attnsweep.pipelines.trial.hold import hold_after_epoch
+from attnsweep.pipelines.trial.job_env import submitit_job
 from attnsweep.pipelines.trial.metrics import classification_metrics
 from attnsweep.pipelines.config import selection
 from attnsweep.pipelines.config.trial_config import TrialConfig, TrialConfigError
@@ -91,7 +92,7 @@ def _train(cfg: TrialConfig, folder: TrialFolder, d: Dist) -> dict[str, Any]:
     evaluate_on = functools.partial(evaluate, model, d=d, batch_size=per_rank_batch, amp_dtype=amp_dtype,
                                     memory_format=memory_format, num_classes=num_classes, num_workers=cfg.num_workers,
                                     inputs=inputs)
-    job = distributed.submitit_job()
+    job = submitit_job()
     job_id = job.job_id if job is not None else None
     diverged = False
     last_checkpoint = time.monotonic()
