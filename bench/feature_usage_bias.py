@@ -7,10 +7,11 @@ in the first and not in the second; the metadata-only age and sex cannot be used
 For each strength: the data layer prepares the set (no label noise, so that a feature tied to the
 clean label cannot reach the prediction through a noisy label), the real trainer trains `--model`
 on `--splits` repeat splits, the selected weights predict the test set, and
-`pipelines.report.features` tests every column (the same code as `attnsweep features`). Prints
-each model's test balanced accuracy and p-values, then Table 3 with `k/m` (used in k of m models).
+`pipelines.report.features` tests every column (the same code as `attnsweep features`), with Y_hat
+the softmax vector and the predicted class. Prints each model's test balanced accuracy and
+p-values, then Table 3 with `k/m` (used in k of m models).
 
-    .venv/bin/python bench/feature_usage_bias.py --n 2000 --epochs 6 --splits 1
+    .venv/bin/python bench/feature_usage_bias.py --n 2000 --epochs 8 --splits 3   # ~37 min here
 """
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ from attnsweep.pipelines.trial.trainer import train
 COLUMNS = ["patch", "skin_tone", "age", "sex", "ruler", "vignette", "hair", "asymmetry", "border", "color", "irregularity"]
 
 
+def variant_name(strength: float, prediction: str) -> str:
+    return f"bias_strength {strength:g}, Y_hat {prediction}"
+
+
 def models_of(strength: float, a: argparse.Namespace, root: Path) -> list[dict]:
     """Train on each repeat split of synthderm at `strength`; one row per model x feature x test."""
     spec = DatasetSpec(format="synthderm", options={"n": a.n, "seed": 0, "bias_strength": strength,
@@ -38,7 +43,6 @@ def models_of(strength: float, a: argparse.Namespace, root: Path) -> list[dict]:
                        repeat_splits=a.splits, seed=0)
     out = root / f"bias{strength:g}"
     data_dir = prepare(spec, splits, a.size, out)
-    settings = FeatureSettings(columns=COLUMNS, tests=a.tests, max_samples=a.max_samples)
     rows = []
     for split in splits.names():
         cfg = TrialConfig(model=a.model, dataset=spec, splits=splits, split=split, image_size=a.size,
@@ -50,20 +54,22 @@ def models_of(strength: float, a: argparse.Namespace, root: Path) -> list[dict]:
         train(cfg, folder)
         trained = time.perf_counter() - start
         probs, labels, meta, num_classes = predict(out, folder, "test")
-        start = time.perf_counter()
-        found = []
-        for column in COLUMNS:
-            found += [{"variant": f"bias_strength {strength:g}", "split": split, **r}
-                      for r in feature_usage(meta[column], probs, labels, num_classes, settings)]
-        tested = time.perf_counter() - start
-        df = pd.DataFrame(found)
-        print(f"bias_strength {strength:g} {split}: test balanced accuracy "
-              f"{balanced_accuracy_score(labels, probs.argmax(1)):.3f} (n={len(labels)}); trained in {trained:.0f} s, "
-              f"tested in {tested:.0f} s", flush=True)
-        for feature, g in df.groupby("feature", sort=False):
-            print(f"  {feature:13s} " + "  ".join(f"{r.test} p={r.p_value:.2g}" for r in g.itertuples())
-                  + ("  -> used" if majority(g) else ""), flush=True)
-        rows += found
+        for prediction in a.predictions:
+            settings = FeatureSettings(columns=COLUMNS, tests=a.tests, max_samples=a.max_samples, prediction=prediction)
+            start = time.perf_counter()
+            found = []
+            for column in COLUMNS:
+                found += [{"variant": variant_name(strength, prediction), "split": split, **r}
+                          for r in feature_usage(meta[column], probs, labels, num_classes, settings)]
+            tested = time.perf_counter() - start
+            df = pd.DataFrame(found)
+            print(f"{variant_name(strength, prediction)} {split}: test balanced accuracy "
+                  f"{balanced_accuracy_score(labels, probs.argmax(1)):.3f} (n={len(labels)}); trained in {trained:.0f} s, "
+                  f"tested in {tested:.0f} s", flush=True)
+            for feature, g in df.groupby("feature", sort=False):
+                print(f"  {feature:13s} " + "  ".join(f"{r.test} p={r.p_value:.2g}" for r in g.itertuples())
+                      + ("  -> used" if majority(g) else ""), flush=True)
+            rows += found
     return rows
 
 
@@ -72,12 +78,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000, help="synthderm images per strength")
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--model", default="resnet18")
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--lr", type=float, default=0.003)
-    ap.add_argument("--splits", type=int, default=1, help="repeat splits (models) per strength")
+    ap.add_argument("--splits", type=int, default=3, help="repeat splits (models) per strength")
     ap.add_argument("--test-fraction", type=float, default=0.2)
     ap.add_argument("--strengths", type=float, nargs="*", default=[1.0, 0.0])
     ap.add_argument("--tests", nargs="*", default=["kci", "rcot", "cmiknn"])
+    ap.add_argument("--predictions", nargs="*", default=["softmax", "class"], choices=["softmax", "class"],
+                    help="Y_hat as the softmax vector and/or the predicted class (each tested on the same models)")
     ap.add_argument("--max-samples", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (more spin against each other on a shared machine)")
     ap.add_argument("--dir", type=Path, default=None, help="keep the data and trials here (default: a temp dir)")
@@ -89,7 +97,7 @@ def main() -> None:
     keys = ["variant", "split", "feature"]
     used = {k: majority(g) for k, g in df.groupby(keys, sort=False)}
     df["used"] = [used[k] for k in zip(*(df[c] for c in keys))]
-    order = [f"bias_strength {s:g}" for s in a.strengths]
+    order = [variant_name(s, p) for p in a.predictions for s in a.strengths]
     print(f"\nTable 3 ({a.model}, {a.size} px, {a.epochs} epochs, {a.n} images; used in k of m models, "
           f"majority of {', '.join(a.tests)} at p < 0.01):")
     print(table3(df, order, COLUMNS).to_string())

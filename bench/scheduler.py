@@ -3,7 +3,7 @@
 1. A real study (real Ray Tune, real submitit local jobs, tiny trainings): 3 variants x (2 grid
    configurations x 2 search splits + 2 repeat splits), `max_concurrent: 4`, synthderm at 48 px,
    2 epochs. From the jobs' own times (submission: a local job starts at once; end: its
-   `result.json`) it prints the makespan, the job-seconds, the mean number of jobs running and the
+   `result.json`'s `ended_at`) it prints the makespan, the job-seconds, the mean number of jobs running and the
    occupancy = mean running / max_concurrent; and the dry-run's simulation of the same study, fed
    with the measured mean job time, beside it.
 2. The dry-run's simulation of a paper-sized study (`studies/seed002_isic.yaml`: 14 variants, 12 grid
@@ -54,7 +54,8 @@ def job_intervals(out: Path) -> list[tuple[float, float]]:
     for result in out.glob("trials/*/*/*/result.json"):
         jobs = json.loads((result.parent / "jobs.json").read_text())
         start = datetime.datetime.fromisoformat(jobs[0]["submitted_at"]).timestamp()
-        spans.append((start, result.stat().st_mtime))
+        ended = json.loads(result.read_text()).get("ended_at")
+        spans.append((start, datetime.datetime.fromisoformat(ended).timestamp() if ended else result.stat().st_mtime))
     return spans
 
 
