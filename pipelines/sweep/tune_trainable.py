@@ -5,7 +5,14 @@ debugging). It submits one job per split, follows the trial folders' `metrics.js
 the splits in lockstep: step N returns when every split has finished epoch N, with the mean
 validation score over the splits (`selection_metric`), so ASHA can stop the trial. Stopping the trial
 cancels its jobs; a retry (`FailureConfig(max_failures)`) re-attaches to jobs still queued or
-running and resubmits the others, which resume from their checkpoints."""
+running and resubmits the others, which resume from their checkpoints.
+
+The jobs are submitted at the first `step`, not in `setup`: Tune may construct an actor for a trial
+and then discard it, because a cached actor became free first (`reuse_actors`; Tune's
+`_maybe_reuse_cached_actor` removes "the original actor" it had requested). Such an actor's `setup`
+runs all the same; when it submitted jobs, it stopped the running local job of the trial that the
+reused actor had just started, and its own jobs were killed with it (seen in bench/scheduler.py:
+a search job killed after epoch 1, the trial retried). Only the actor that runs the trial steps."""
 from __future__ import annotations
 
 import math
@@ -35,20 +42,25 @@ class SplitsTrainable(tune.Trainable):
               executor: ExecutorSpec, poll_s: float = 1.0) -> None:
         self.study, self.phase, self.variant, self.out = study, phase, variant, Path(out)
         self.data_dir, self.executor, self.poll_s = Path(data_dir), executor, poll_s
-        self._start(config)
+        self._assign(config)
 
     def reset_config(self, new_config: dict) -> bool:
         """Tune reuses this actor for the next trial (`reuse_actors`): no new worker process, no
         new imports. Jobs the previous trial left (it was stopped) are cancelled first."""
         self.cleanup()
-        self._start(new_config)
+        self._assign(new_config)
         return True
 
-    def _start(self, config: dict) -> None:
-        """Re-attach to the jobs of splits still queued or running, submit the others."""
-        self.trials: list[Trial] = tune_trials(self.study, self.out, self.phase, self.variant, config, self.data_dir)
+    def _assign(self, config: dict) -> None:
+        """The trial this actor is given; its jobs start at the first step (see the module's doc)."""
+        self.config_to_run = config
+        self.trials: list[Trial] = []
         self.jobs: dict[str, object] = {}  # trial_id -> submitit job, for the splits not done yet
         self.epoch = 0
+
+    def _start(self) -> None:
+        """Re-attach to the jobs of splits still queued or running, submit the others."""
+        self.trials = tune_trials(self.study, self.out, self.phase, self.variant, self.config_to_run, self.data_dir)
         pending = []
         for t in self.trials:
             if t.ref.folder.final_result() is not None:
@@ -68,6 +80,8 @@ class SplitsTrainable(tune.Trainable):
             self.jobs[t.ref.trial_id] = executors.submit(t.cfg, t.ref.dir, self.executor, jobs_at_once, name)
 
     def step(self) -> dict:
+        if not self.trials:
+            self._start()
         self.epoch += 1
         last = self.epoch >= self.trials[0].cfg.epochs
         while True:
