@@ -104,15 +104,27 @@ def test_a_job_queued_before_the_package_move_still_loads(tmp_path):
 
 
 def test_a_tune_actor_submits_local_jobs_without_importing_torch(tmp_path):
-    """The trainable's actor only submits jobs and follows their folders; torch (and the trainer's
-    scikit-learn) are for the job processes. An actor started beside busy jobs took 25-55 s to
-    submit its first job when it imported them (bench/scheduler.py)."""
+    """The trainable's actor only submits jobs and follows their folders; torch, timm (the model
+    probe, done by the driver's preflight) and the trainer's scikit-learn are for the job processes.
+    An actor started beside busy jobs took 25-55 s to submit its first job when it imported them
+    (bench/scheduler.py). The probe runs the actor's own start (its trials' configurations, the
+    local executor); only the submission itself is left out (it starts a training job)."""
     loaded = _imported_after(
         "from pathlib import Path\n"
-        "from attnsweep.pipelines.sweep import tune_trainable\n"
-        "from attnsweep.pipelines.config.executor import ExecutorSpec\n"
+        "from attnsweep.pipelines.config.study import load_study\n"
+        "from attnsweep.pipelines.sweep.tune_trainable import SplitsTrainable\n"
         "from attnsweep.pipelines.trial import executors\n"
-        f"ex = executors.make_executor(ExecutorSpec(kind='local', workers=1), Path({str(tmp_path)!r}))\n"
-        "assert type(ex).__name__ == 'LocalExecutor'")
+        f"out = Path({str(tmp_path)!r})\n"
+        "study = load_study(Path('studies/demo.yaml'))\n"
+        "submitted = []\n"
+        "def submit(cfg, trial_dir, executor, jobs_at_once, name):\n"
+        "    executors.make_executor(executor, Path(trial_dir) / 'submitit', name)\n"
+        "    submitted.append(cfg.split)\n"
+        "executors.submit = submit\n"
+        "actor = object.__new__(SplitsTrainable)\n"
+        "actor.setup({'lr': 0.01, 'weight_decay': 0.0}, study=study, phase='search', variant='resnet18+se',\n"
+        "            out=str(out), data_dir=str(out / 'data'), executor=study.variant('resnet18+se').executor)\n"
+        "actor._start()\n"
+        "assert submitted == ['search-0', 'search-1'], submitted")
     assert "ray" in loaded and "submitit" in loaded  # the probe did load the trainable and an executor
-    assert [m for m in ("torch", "sklearn", "scipy", "timm") if m in loaded] == []
+    assert [m for m in ("torch", "timm", "sklearn", "scipy") if m in loaded] == []

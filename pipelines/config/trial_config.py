@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from attnsweep.data import DatasetSpec, SplitSpec
 from attnsweep.pipelines.config import selection
@@ -21,6 +21,11 @@ ADDED_LATER = {"stem": "imagenet"}
 
 class TrialConfigError(ValueError):
     """A bad trial configuration; the message is one line naming the field."""
+
+
+# Validation context: the model was already probed at this image size and stem (the driver's
+# preflight does it for every variant), so the probe, which needs torch and timm, is skipped.
+MODEL_PROBED = "model_probed"
 
 
 class TrialConfig(BaseModel):
@@ -77,15 +82,16 @@ class TrialConfig(BaseModel):
         return ms
 
     @model_validator(mode="after")
-    def _split_and_roots(self) -> TrialConfig:
+    def _split_and_roots(self, info: ValidationInfo) -> TrialConfig:
         if self.split not in self.splits.names():
             raise ValueError(f"split: {self.split!r} is not one of the splits {self.splits.names()}")
         for field, spec in [("dataset", self.dataset), *((f"ood.{k}", v) for k, v in self.ood.items())]:
             if spec.root is not None and not Path(spec.root).exists():
                 raise ValueError(f"{field}.root: {spec.root} does not exist")
-        from attnsweep.models.factory import check_input_size
+        if not (info.context or {}).get(MODEL_PROBED):
+            from attnsweep.models.factory import check_input_size
 
-        check_input_size(self.model, self.image_size, self.stem)  # also checks the stem fits the model
+            check_input_size(self.model, self.image_size, self.stem)  # also checks the stem fits the model
         if self.stem == "small" and self.pretrained:
             raise ValueError(f"stem: 'small' has no pretrained weights (pretrained: {self.pretrained}); train from scratch")
         return self

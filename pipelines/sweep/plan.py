@@ -16,7 +16,7 @@ from pathlib import Path
 
 from attnsweep.pipelines.store.result_rows import TrialRef
 from attnsweep.pipelines.config.study import Study
-from attnsweep.pipelines.config.trial_config import TrialConfig
+from attnsweep.pipelines.config.trial_config import MODEL_PROBED, TrialConfig
 
 PHASES = ("search", "repeat")
 
@@ -27,7 +27,9 @@ def phase_splits(study: Study, phase: str) -> list[str]:
 
 
 def trial_config(study: Study, variant: str, split: str, lr: float, weight_decay: float,
-                 data_dir: Path | None) -> TrialConfig:
+                 data_dir: Path | None, probe_model: bool = True) -> TrialConfig:
+    """`probe_model=False` where the driver's preflight has probed this variant's model at the
+    study's image size (a Tune actor: the probe imports torch and timm, seconds that delay its jobs)."""
     # Each split its own seed, the same for every variant (paired comparisons); search and repeat
     # splits never share one.
     v = study.variant(variant)
@@ -36,7 +38,7 @@ def trial_config(study: Study, variant: str, split: str, lr: float, weight_decay
         **v.train.model_dump(), "seed": seed, "model": v.model, "dataset": study.dataset, "ood": study.ood,
         "splits": study.splits, "split": split, "image_size": study.image_size, "lr": lr,
         "weight_decay": weight_decay, "data_dir": data_dir,
-    })
+    }, context={MODEL_PROBED: not probe_model})
 
 
 def config_hash(cfg: TrialConfig) -> str:
@@ -54,10 +56,10 @@ class Trial:
 
 
 def make_trial(study: Study, out: Path, phase: str, variant: str, split: str, lr: float, weight_decay: float,
-               data_dir: Path | None) -> Trial:
+               data_dir: Path | None, probe_model: bool = True) -> Trial:
     from attnsweep.models import parse_name
 
-    cfg = trial_config(study, variant, split, lr, weight_decay, data_dir)
+    cfg = trial_config(study, variant, split, lr, weight_decay, data_dir, probe_model)
     backbone, attention = parse_name(cfg.model)
     trial_id = cfg.hash()
     ref = TrialRef(study=study.name, phase=phase, variant=variant, backbone=backbone, attention=tuple(attention),
@@ -66,8 +68,10 @@ def make_trial(study: Study, out: Path, phase: str, variant: str, split: str, lr
     return Trial(cfg, ref)
 
 
-def tune_trials(study: Study, out: Path, phase: str, variant: str, params: dict, data_dir: Path | None) -> list[Trial]:
+def tune_trials(study: Study, out: Path, phase: str, variant: str, params: dict, data_dir: Path | None,
+                probe_model: bool = True) -> list[Trial]:
     """The trials of one Tune trial: a search configuration on every search split, or the chosen
     configuration on one repeat split (`params["split"]`)."""
     splits = phase_splits(study, "search") if phase == "search" else [params["split"]]
-    return [make_trial(study, out, phase, variant, s, params["lr"], params["weight_decay"], data_dir) for s in splits]
+    return [make_trial(study, out, phase, variant, s, params["lr"], params["weight_decay"], data_dir, probe_model)
+            for s in splits]

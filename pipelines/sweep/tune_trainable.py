@@ -60,7 +60,9 @@ class SplitsTrainable(tune.Trainable):
 
     def _start(self) -> None:
         """Re-attach to the jobs of splits still queued or running, submit the others."""
-        self.trials = tune_trials(self.study, self.out, self.phase, self.variant, self.config_to_run, self.data_dir)
+        # The driver's preflight probed the model (see plan.trial_config): no torch in this actor.
+        self.trials = tune_trials(self.study, self.out, self.phase, self.variant, self.config_to_run, self.data_dir,
+                                  probe_model=False)
         pending = []
         for t in self.trials:
             if t.ref.folder.final_result() is not None:
