@@ -177,9 +177,9 @@ def _measured_trial(folder: Path, name: str, epochs: list[float], wall: float, n
 
 
 def test_the_per_job_estimate_is_calibrated_on_measured_trainings(tmp_path, monkeypatch):
-    from attnsweep.pipelines.trial import distributed
+    from attnsweep.pipelines.trial import job_env
 
-    monkeypatch.setattr(distributed, "machine_cpus", lambda: 2)
+    monkeypatch.setattr(job_env, "machine_cpus", lambda: 2)
     runs = tmp_path / "runs"
     # a sibling study folder: 2 trainings of resnet18 at 48 px, 1 thread each, 100 training images
     _measured_trial(runs / "earlier", "a", [10.0, 10.0], wall=50.0, n_train=100, threads=1)
