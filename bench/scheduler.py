@@ -54,8 +54,8 @@ def job_intervals(out: Path) -> list[tuple[float, float]]:
     for result in out.glob("trials/*/*/*/result.json"):
         jobs = json.loads((result.parent / "jobs.json").read_text())
         start = datetime.datetime.fromisoformat(jobs[0]["submitted_at"]).timestamp()
-        ended = json.loads(result.read_text()).get("ended_at")
-        spans.append((start, datetime.datetime.fromisoformat(ended).timestamp() if ended else result.stat().st_mtime))
+        ended = datetime.datetime.fromisoformat(json.loads(result.read_text())["ended_at"]).timestamp()
+        spans.append((start, ended))
     return spans
 
 

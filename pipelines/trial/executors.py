@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -56,7 +57,7 @@ class TrialJob(Checkpointable):
     def checkpoint(self) -> DelayedSubmission:
         # The signal lands mid-step: what is saved is the last finished epoch's state, if the
         # trainer has not written it yet (checkpoints are due every K epochs or N minutes).
-        _trainer().write_pending_checkpoint()
+        _write_pending_checkpoint()
         return DelayedSubmission(self)
 
 
@@ -65,7 +66,7 @@ def _save_then(previous):
     cancelled trial resumes after that epoch, not from its last timed checkpoint), then what the
     signal did before."""
     def handler(signum, frame):
-        _trainer().write_pending_checkpoint()
+        _write_pending_checkpoint()
         deliver(previous, signum, frame)
     return handler
 
@@ -76,6 +77,14 @@ def _trainer():
     from attnsweep.pipelines.trial import trainer
 
     return trainer
+
+
+def _write_pending_checkpoint() -> None:
+    """From a signal handler: nothing is pending before the trainer was loaded, and a handler must
+    not import it (torch, seconds)."""
+    trainer = sys.modules.get("attnsweep.pipelines.trial.trainer")
+    if trainer is not None and hasattr(trainer, "write_pending_checkpoint"):  # not one still importing
+        trainer.write_pending_checkpoint()
 
 
 def _rank() -> int:

@@ -39,9 +39,10 @@ def cpu_threads(local_world_size: int, configured: int | None = None) -> int:
 
 
 def machine_gpus() -> int:
-    """CUDA devices this process sees. torch is asked only where an NVIDIA driver is loaded: without
-    one it would say 0, after seconds of importing."""
-    if not Path("/proc/driver/nvidia").exists():
+    """GPUs this process sees (torch.cuda: NVIDIA, or AMD in a ROCm build). torch is asked only where
+    a GPU kernel driver is loaded (NVIDIA's, or ROCm's /dev/kfd): without one it would say 0, after
+    seconds of importing."""
+    if not (Path("/proc/driver/nvidia").exists() or Path("/dev/kfd").exists()):
         return 0
     import torch
 
