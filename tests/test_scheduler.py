@@ -29,20 +29,36 @@ REPO = Path(__file__).resolve().parents[1]
 def test_gate_admits_baselines_then_repeats_closest_to_a_comparison_then_searches():
     gate = Gate(2, {"base": "base", "a": "base", "b": "base"}, ["base", "a", "b"])
     gate.repeats_done = {"a": 0, "b": 3}
-    assert gate.try_acquire("a", "search", 2)  # nobody else asked: no job stays idle
-    assert not gate.try_acquire("base", "search", 2) and not gate.try_acquire("b", "repeat", 1)  # budget full
-    gate.release("a", "search", 2)
-    assert not gate.try_acquire("b", "repeat", 1)  # the waiting baseline fits and comes first
-    assert gate.try_acquire("base", "search", 2)
-    gate.release("base", "search", 2)
-    assert not gate.try_acquire("a", "repeat", 1)  # b has more repeats done: its comparison is closer
-    assert gate.try_acquire("b", "repeat", 1)
-    assert gate.try_acquire("a", "repeat", 1)
-    assert gate.used == 2 and not gate.try_acquire("b", "repeat", 1)
-    gate.release("b", "repeat", 1)
+    assert gate.try_acquire("a", "search", 2, "t1")  # nobody else asked: no job stays idle
+    assert not gate.try_acquire("base", "search", 2, "t2") and not gate.try_acquire("b", "repeat", 1, "t3")  # full
+    gate.release("a", "search", "t1")
+    assert not gate.try_acquire("b", "repeat", 1, "t4")  # the waiting baseline fits and comes first
+    assert gate.try_acquire("base", "search", 2, "t5")
+    gate.release("base", "search", "t5")
+    assert not gate.try_acquire("a", "repeat", 1, "t6")  # b has more repeats done: its comparison is closer
+    assert gate.try_acquire("b", "repeat", 1, "t7")
+    assert gate.try_acquire("a", "repeat", 1, "t8")
+    assert gate.used == 2 and not gate.try_acquire("b", "repeat", 1, "t9")
+    gate.release("b", "repeat", "t7")
     assert gate.repeats_done["b"] == 4 and gate.used == 1
     gate.withdraw("b", "repeat")
-    assert gate.try_acquire("a", "repeat", 1)
+    assert gate.try_acquire("a", "repeat", 1, "t10")
+
+
+def test_gate_admits_a_lookahead_whose_jobs_wait_for_their_grant(tmp_path):
+    # budget 2, lookahead 2: a trial is admitted (its actor starts) while the jobs before it run;
+    # its grant file appears when they end, and not before.
+    gate = Gate(2, {"base": "base", "a": "base"}, ["base", "a"], grants=tmp_path, lookahead=2)
+    assert gate.try_acquire("a", "search", 2, "t1") and (tmp_path / "t1").exists()
+    assert gate.try_acquire("base", "search", 2, "t2")  # admitted ahead of the budget ...
+    assert not (tmp_path / "t2").exists() and gate.used == 2  # ... but not granted
+    assert not gate.try_acquire("base", "repeat", 1, "t3")  # budget and lookahead are full
+    gate.release("a", "search", "t1")
+    assert (tmp_path / "t2").exists() and gate.used == 2
+    gate.give_back("t2")  # also an admitted trial that never started frees its jobs
+    assert gate.used == 0 and gate.try_acquire("base", "repeat", 1, "t4") and (tmp_path / "t4").exists()
+    with pytest.raises(ValueError, match="grants folder"):
+        Gate(2, {}, [], lookahead=1)
 
 
 def test_simulated_schedule_starts_every_variant_at_once_and_meets_the_lower_bound():

@@ -19,6 +19,7 @@ from __future__ import annotations
 import pickle
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter, Searcher
@@ -49,7 +50,16 @@ class StopWhenInterrupted(tune.Stopper):
 
 @dataclass
 class Gate:
-    """The study's job budget in the driver: which variant's trial may start next.
+    """The study's job budget in the driver: which variant's trial may start next, and when its
+    jobs may run.
+
+    A trial is first admitted (its Tuner proposes it, and Tune starts an actor for it), then granted
+    its jobs (the trainable submits them). Admission may run `lookahead` jobs ahead of the budget:
+    a new Tune actor takes seconds to start (a Ray worker importing Ray Tune: 3-5 s beside four busy
+    jobs on two cores, bench/scheduler.py), and an admitted trial spends them while the jobs before
+    it still run, so that a grant starts its jobs at once. A grant is the file
+    `<grants>/<Tune trial id>`, which the trainable waits for (`SplitsTrainable`); without `grants`
+    the lookahead must be 0 and admitted means granted.
 
     priority: (1) the trials of baselines (every comparison needs them), (2) repeats, the variant with
     the most repeats done first (its comparison completes soonest), (3) searches, in table order."""
@@ -57,46 +67,72 @@ class Gate:
     budget: int
     baselines: dict[str, str]  # variant -> its baseline
     order: list[str]  # variants in table order
-    used: int = 0
+    grants: Path | None = None
+    lookahead: int = 0
+    used: int = 0  # jobs granted
     repeats_done: dict[str, int] = field(default_factory=dict)
     waiting: dict[tuple[str, str], int] = field(default_factory=dict)  # (variant, phase) -> jobs asked
+    admitted: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # trial id -> (variant, phase, jobs), no grant yet
+    granted: dict[str, int] = field(default_factory=dict)  # trial id -> jobs
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        if self.lookahead and self.grants is None:
+            raise ValueError("a lookahead needs a grants folder: the trainables wait for their grant there")
 
     def priority(self, variant: str, phase: str) -> tuple:
         is_baseline = self.baselines.get(variant, variant) == variant
         return (not is_baseline, phase != "repeat", -self.repeats_done.get(variant, 0), self.order.index(variant))
 
-    def try_acquire(self, variant: str, phase: str, jobs: int) -> bool:
-        """Admit a trial of `variant` now if its jobs fit and no waiting trial before it fits too."""
+    def try_acquire(self, variant: str, phase: str, jobs: int, trial_id: str) -> bool:
+        """Admit Tune trial `trial_id` of `variant` now if its jobs fit (the budget and the lookahead)
+        and no waiting trial before it fits too; it is granted its jobs at once if the budget has room."""
         with self._lock:
             key = (variant, phase)
             self.waiting[key] = jobs
-            free = self.budget - self.used
+            free = self.budget + self.lookahead - self.used - sum(j for _, _, j in self.admitted.values())
             for other in sorted(self.waiting, key=lambda k: self.priority(*k)):
                 if self.waiting[other] <= free:
                     if other != key:
                         return False  # a trial that comes first fits: it goes first
                     del self.waiting[key]
-                    self.used += jobs
+                    self.admitted[trial_id] = (variant, phase, jobs)
+                    self._grant()
                     return True
             return False
+
+    def _grant(self) -> None:
+        """Grant admitted trials their jobs while the budget has room, in priority order."""
+        for trial_id in sorted(self.admitted, key=lambda t: self.priority(*self.admitted[t][:2])):
+            jobs = self.admitted[trial_id][2]
+            if jobs <= self.budget - self.used:
+                del self.admitted[trial_id]
+                self.granted[trial_id] = jobs
+                self.used += jobs
+                if self.grants is not None:
+                    (self.grants / trial_id).touch()
 
     def withdraw(self, variant: str, phase: str) -> None:
         """The Tuner of this variant and phase ended: it waits for nothing any more."""
         with self._lock:
             self.waiting.pop((variant, phase), None)
 
-    def give_back(self, variant: str, phase: str, jobs: int) -> None:
-        """Admitted jobs that did not start a trial."""
+    def give_back(self, trial_id: str) -> None:
+        """An admitted trial that was not started (its searcher had nothing to propose)."""
         with self._lock:
-            self.used -= jobs
+            self._free(trial_id)
 
-    def release(self, variant: str, phase: str, jobs: int) -> None:
-        """A trial ended."""
+    def release(self, variant: str, phase: str, trial_id: str) -> None:
+        """A trial ended (also one stopped before its grant)."""
         with self._lock:
-            self.used -= jobs
+            self._free(trial_id)
             if phase == "repeat":
                 self.repeats_done[variant] = self.repeats_done.get(variant, 0) + 1
+
+    def _free(self, trial_id: str) -> None:
+        self.admitted.pop(trial_id, None)
+        self.used -= self.granted.pop(trial_id, 0)
+        self._grant()
 
 
 class GatedSearcher(ConcurrencyLimiter):
@@ -109,16 +145,16 @@ class GatedSearcher(ConcurrencyLimiter):
     def suggest(self, trial_id: str):
         if len(self.live_trials) >= self.max_concurrent:
             return None
-        if self.gate is not None and not self.gate.try_acquire(self.variant, self.phase, self.jobs):
+        if self.gate is not None and not self.gate.try_acquire(self.variant, self.phase, self.jobs, trial_id):
             return None
         suggestion = super().suggest(trial_id)
         if suggestion in (None, Searcher.FINISHED) and self.gate is not None:
-            self.gate.give_back(self.variant, self.phase, self.jobs)  # admitted, but nothing to propose
+            self.gate.give_back(trial_id)  # admitted, but nothing to propose
         return suggestion
 
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False):
         if trial_id in self.live_trials and self.gate is not None:
-            self.gate.release(self.variant, self.phase, self.jobs)
+            self.gate.release(self.variant, self.phase, trial_id)
         super().on_trial_complete(trial_id, result=result, error=error)
 
     def save(self, checkpoint_path: str):

@@ -123,10 +123,14 @@ def _fit(study: Study, out: Path, phase: str, variant: str, data_dir: Path, reco
     # A trial holds one unit of the study's job budget per job it runs; the study's gate admits it
     # (see budget).
     jobs = len(phase_splits(study, phase)) if phase == "search" else 1
+    grants = str(gate.grants) if gate is not None and gate.grants is not None else None
     trainable = budget.registered_trainable(
         f"{phase}-{variant}", SplitsTrainable, study=study, phase=phase, variant=variant, out=str(out),
-        data_dir=str(data_dir), executor=study.variant(variant).executor, poll_s=poll_s)
-    gated = budget.GatedSearcher(search_alg, gate, variant, phase, jobs, max(1, study.max_concurrent // jobs))
+        data_dir=str(data_dir), executor=study.variant(variant).executor, poll_s=poll_s, grants=grants)
+    # As many trials as the budget runs, and one more that starts its actor before its jobs fit.
+    live = max(1, study.max_concurrent // jobs) + (1 if gate is not None and gate.lookahead else 0)
+    gated = budget.GatedSearcher(search_alg, gate, variant, phase, jobs, live)
+    tracker = TrackerCallback(recorder, phase, variant, data_dir, progress)
     tuner = tune.Tuner(
         trainable,
         param_space=param_space,
@@ -135,7 +139,7 @@ def _fit(study: Study, out: Path, phase: str, variant: str, data_dir: Path, reco
         run_config=tune.RunConfig(
             name=f"{phase}-{variant}", storage_path=str(out / "tune"), verbose=0,
             stop=budget.StopWhenInterrupted(),
-            callbacks=[TrackerCallback(recorder, phase, variant, data_dir, progress)],
+            callbacks=[tracker],
             failure_config=tune.FailureConfig(max_failures=study.max_failures),
             checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=1),
         ),
@@ -145,6 +149,7 @@ def _fit(study: Study, out: Path, phase: str, variant: str, data_dir: Path, reco
     finally:
         if gate is not None:
             gate.withdraw(variant, phase)
+    tracker.wait()  # the phase's rows are read next (best configuration, parent aggregates)
     if budget.interrupted.is_set():  # the Tuner ended because the driver was interrupted: nothing is done
         raise KeyboardInterrupt("interrupted")
 

@@ -13,6 +13,7 @@ Order: when jobs must wait, the study's `budget.Gate` admits first the trials th
 comparisons early (baselines, then the repeats of the variants with most repeats done)."""
 from __future__ import annotations
 
+import shutil
 import threading
 from pathlib import Path
 
@@ -26,6 +27,12 @@ def start_order(study: Study) -> list[str]:
     baselines = study.baselines()
     heads = [v for v in study.variant_ids if baselines[v] == v]
     return heads + [v for v in study.variant_ids if v not in heads]
+
+
+def lookahead(study: Study) -> int:
+    """Jobs the gate admits beyond the budget, whose actors start while the jobs before them run:
+    one trial of the largest kind, or a quarter of the budget."""
+    return max(len(phase_splits(study, "search")), 1, study.max_concurrent // 4)
 
 
 def run_variant(study: Study, out: Path, variant: str, data_dir: Path, recorder, progress, poll_s: float,
@@ -48,7 +55,10 @@ def run_variants(study: Study, out: Path, data_dir: Path, recorder, progress, po
     An interrupt of the driver (Ctrl-C, SIGTERM) sets `budget.interrupted` before it propagates:
     from then on nothing is recorded and every Tuner ends."""
     budget.interrupted.clear()
-    gate = budget.Gate(study.max_concurrent, study.baselines(), study.variant_ids)
+    grants = out / "tune" / "grants"
+    shutil.rmtree(grants, ignore_errors=True)  # an earlier driver's (the study's lock says it is gone)
+    grants.mkdir(parents=True)
+    gate = budget.Gate(study.max_concurrent, study.baselines(), study.variant_ids, grants, lookahead(study))
     errors: dict[str, BaseException] = {}
 
     def chain(variant: str) -> None:
@@ -67,6 +77,7 @@ def run_variants(study: Study, out: Path, data_dir: Path, recorder, progress, po
     except BaseException:
         budget.interrupted.set()
         raise
+    shutil.rmtree(grants, ignore_errors=True)
     if budget.interrupted.is_set():
         raise KeyboardInterrupt("interrupted")
     for variant in study.variant_ids:  # the first failure in table order, after every variant ended

@@ -4,6 +4,7 @@ dropping the resume state of a finished one)."""
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from ray import tune
@@ -37,18 +38,53 @@ def close(recorder: Recorder, trial: Trial, status: str, error: str | None = Non
 
 
 class TrackerCallback(tune.Callback):
-    """Relays one phase of one variant to the recorder (and the progress view)."""
+    """Relays one phase of one variant to the recorder (and the progress view).
+
+    The recording (MLflow, Parquet) runs in a writer thread of this Tuner, in the order Tune reports:
+    Tune calls its callbacks in the loop that also starts the Tuner's next trial, and recording a
+    trial takes about a second (five the first time), which the next trial's jobs waited for
+    (bench/scheduler.py). A recording that fails ends the Tuner at its next step, as it did when it
+    failed inside the callback; `wait()` returns once everything is written. A driver killed before
+    its writer caught up loses nothing: the trial folders hold the results, and a resumed driver
+    records what has none (`phases.run_search`, `run_repeat`)."""
 
     def __init__(self, recorder: Recorder, phase: str, variant: str, data_dir: Path, progress=None):
         self.recorder, self.phase, self.variant, self.data_dir = recorder, phase, variant, data_dir
         self.progress = progress
         self._trials: dict[str, list[Trial]] = {}
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"record-{phase}-{variant}")
+        self._pending: list[Future] = []
 
     def __getstate__(self) -> dict:
         # Tune pickles its callbacks into the experiment folder for `Tuner.restore`, which a study
         # never uses (it resumes from its recorded rows); the MLflow client and the live view
         # cannot be pickled, so only the labels go there.
         return {"phase": self.phase, "variant": self.variant}
+
+    def _later(self, record, *args) -> None:
+        self._pending.append(self._writer.submit(record, *args))
+
+    def _raise_failed(self) -> None:
+        """The error of the first recording that failed, if any."""
+        for f in [f for f in self._pending if f.done()]:
+            self._pending.remove(f)
+            f.result()
+
+    def wait(self) -> None:
+        """Returns once every recording of this Tuner is written; raises the first that failed."""
+        self._writer.shutdown(wait=True)
+        self._raise_failed()
+
+    def on_step_begin(self, iteration, trials, **info):
+        self._raise_failed()
+
+    def _log_progress(self, tune_trial) -> None:
+        for t in self.trials_of(tune_trial):
+            self.recorder.log_progress(t)
+
+    def _close(self, tune_trial, status: str, error: str | None = None) -> None:
+        for t in self.trials_of(tune_trial):
+            close(self.recorder, t, status, error)
 
     def trials_of(self, tune_trial) -> list[Trial]:
         key = tune_trial.trial_id
@@ -62,8 +98,7 @@ class TrackerCallback(tune.Callback):
             self.progress.started(self.variant, self.phase)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        for t in self.trials_of(trial):
-            self.recorder.log_progress(t)
+        self._later(self._log_progress, trial)
         if self.progress:
             c = trial.config
             label = " ".join([f"lr={c['lr']:.3g} wd={c['weight_decay']:.3g}", *([c["split"]] if "split" in c else [])])
@@ -72,16 +107,14 @@ class TrackerCallback(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         status = (trial.last_result or {}).get("status")
         ended = "stopped" if status is None else status  # no final report: ASHA stopped it
-        for t in self.trials_of(trial):
-            close(self.recorder, t, "stopped")
+        self._later(self._close, trial, "stopped")
         if self.progress:
             self.progress.ended(self.variant, self.phase, ended, (trial.last_result or {}).get("score"))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         error = _error_message(trial.error_file)
         log.warning("%s %s trial %s failed: %s", self.variant, self.phase, trial.trial_id, error)
-        for t in self.trials_of(trial):
-            close(self.recorder, t, "failed", error)
+        self._later(self._close, trial, "failed", error)
         if self.progress:
             self.progress.ended(self.variant, self.phase, "failed", None)
 

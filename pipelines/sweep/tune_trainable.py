@@ -31,6 +31,7 @@ from attnsweep.pipelines.trial.folder import TrialFolder
 from attnsweep.pipelines.config.study import Study
 
 VAL_SCORE = "val_score"  # the metric ASHA compares at each epoch
+GRANT_POLL_S = 0.1  # a waiting trial's jobs start this soon after its grant
 
 
 class TrialFailed(RuntimeError):
@@ -39,9 +40,12 @@ class TrialFailed(RuntimeError):
 
 class SplitsTrainable(tune.Trainable):
     def setup(self, config: dict, *, study: Study, phase: str, variant: str, out: str, data_dir: str,
-              executor: ExecutorSpec, poll_s: float = 1.0) -> None:
+              executor: ExecutorSpec, poll_s: float = 1.0, grants: str | None = None) -> None:
+        """`grants`: the study's gate's folder (`budget.Gate`): jobs are submitted once the file of
+        this Tune trial is there. None: at once."""
         self.study, self.phase, self.variant, self.out = study, phase, variant, Path(out)
         self.data_dir, self.executor, self.poll_s = Path(data_dir), executor, poll_s
+        self.grants = Path(grants) if grants else None
         self._assign(config)
 
     def reset_config(self, new_config: dict) -> bool:
@@ -59,7 +63,9 @@ class SplitsTrainable(tune.Trainable):
         self.epoch = 0
 
     def _start(self) -> None:
-        """Re-attach to the jobs of splits still queued or running, submit the others."""
+        """Once granted, re-attach to the jobs of splits still queued or running, submit the others."""
+        while self.grants is not None and not (self.grants / self.trial_id).exists():
+            time.sleep(GRANT_POLL_S)
         # The driver's preflight probed the model (see plan.trial_config): no torch in this actor.
         self.trials = tune_trials(self.study, self.out, self.phase, self.variant, self.config_to_run, self.data_dir,
                                   probe_model=False)

@@ -20,7 +20,8 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 
 from attnsweep.pipelines.config.executor import ExecutorSpec
 from attnsweep.pipelines.trial.failures import describe, failure_kind
-from attnsweep.pipelines.trial.job_env import CPU_THREADS_ENV, machine_cpus, machine_gpus, submitit_job
+from attnsweep.pipelines.trial.job_env import (CPU_THREADS_ENV, LOCAL_JOB_NICENESS, machine_cpus, machine_gpus,
+                                               submitit_job)
 from attnsweep.pipelines.trial.folder import SUBMITIT, TrialFolder, deliver
 from attnsweep.pipelines.config.trial_config import TrialConfig, TrialConfigError
 
@@ -36,8 +37,9 @@ class TrialJob(Checkpointable):
 
     def __call__(self) -> dict:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-        if self.cpu_threads is not None:
+        if self.cpu_threads is not None:  # a local job
             os.environ[CPU_THREADS_ENV] = str(self.cpu_threads)  # this job's own process
+            os.nice(max(0, LOCAL_JOB_NICENESS - os.nice(0)))  # before torch starts threads (they inherit it)
         if threading.current_thread() is threading.main_thread():
             # A local cancel is SIGINT (stop even if it was inherited as ignored: a driver started
             # with &), a scancel SIGTERM (submitit ignores it and SLURM kills after KillWait).

@@ -23,6 +23,13 @@ def submitit_job():
 CPU_THREADS_ENV = "ATTNSWEEP_CPU_THREADS"
 
 
+# A `local` job shares its machine with the driver and the Tune actors that follow it; they need
+# little CPU but need it at once (an actor starting beside four training jobs on two cores took
+# 5-9 s, not 2, before its first job was submitted: bench/scheduler.py). So local jobs train at a
+# lower CPU priority; alone on the machine they train as fast as before.
+LOCAL_JOB_NICENESS = 10
+
+
 def machine_cpus() -> int:
     return len(os.sched_getaffinity(0))
 
