@@ -4,7 +4,9 @@
 holds one unit per job it runs (a search configuration: one per search split; a repeat trial: one).
 The `Gate` in the driver is the budget: every Tuner's searcher asks it before proposing a trial
 (`GatedSearcher`), and Tune reports every trial's end to the searcher, so the gate counts the jobs
-of live trials exactly. When jobs must wait, the gate also decides who goes next (`Gate.priority`).
+of live trials exactly. When jobs must wait, the gate also decides who goes next (`Gate.priority`),
+and it admits trials a little ahead of the budget so that their actors start while the jobs before
+them run (`Gate`: admitted, then granted).
 Not Ray resources: a Tuner that reuses its actors keeps one idle actor with its resources between
 trials (Tune's actor cache keeps one), which would hold budget that no job uses; and Ray starts
 waiting trials in an order of its own.
