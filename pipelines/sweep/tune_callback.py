@@ -43,8 +43,8 @@ class TrackerCallback(tune.Callback):
     The recording (MLflow, Parquet) runs in a writer thread of this Tuner, in the order Tune reports:
     Tune calls its callbacks in the loop that also starts the Tuner's next trial, and recording a
     trial takes about a second (five the first time), which the next trial's jobs waited for
-    (bench/scheduler.py). A recording that fails ends the Tuner at its next step, as it did when it
-    failed inside the callback; `wait()` returns once everything is written. A driver killed before
+    (bench/scheduler.py). A recording that fails ends the Tuner at its next step with its error;
+    `wait()` returns once everything is written. A driver killed before
     its writer caught up loses nothing: the trial folders hold the results, and a resumed driver
     records what has none (`phases.run_search`, `run_repeat`)."""
 
