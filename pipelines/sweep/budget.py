@@ -71,7 +71,6 @@ class Gate:
     order: list[str]  # variants in table order
     grants: Path | None = None
     lookahead: int = 0
-    used: int = 0  # jobs granted
     repeats_done: dict[str, int] = field(default_factory=dict)
     waiting: dict[tuple[str, str], int] = field(default_factory=dict)  # (variant, phase) -> jobs asked
     admitted: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # trial id -> (variant, phase, jobs), no grant yet
@@ -81,6 +80,11 @@ class Gate:
     def __post_init__(self) -> None:
         if self.lookahead and self.grants is None:
             raise ValueError("a lookahead needs a grants folder: the trainables wait for their grant there")
+
+    @property
+    def used(self) -> int:
+        """Jobs granted to trials that have not ended."""
+        return sum(self.granted.values())
 
     def priority(self, variant: str, phase: str) -> tuple:
         is_baseline = self.baselines.get(variant, variant) == variant
@@ -110,7 +114,6 @@ class Gate:
             if jobs <= self.budget - self.used:
                 del self.admitted[trial_id]
                 self.granted[trial_id] = jobs
-                self.used += jobs
                 if self.grants is not None:
                     (self.grants / trial_id).touch()
 
@@ -133,7 +136,7 @@ class Gate:
 
     def _free(self, trial_id: str) -> None:
         self.admitted.pop(trial_id, None)
-        self.used -= self.granted.pop(trial_id, 0)
+        self.granted.pop(trial_id, None)
         self._grant()
 
 

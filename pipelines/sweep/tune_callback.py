@@ -4,7 +4,7 @@ dropping the resume state of a finished one)."""
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from ray import tune
@@ -65,14 +65,16 @@ class TrackerCallback(tune.Callback):
         self._pending.append(self._writer.submit(record, *args))
 
     def _raise_failed(self) -> None:
-        """The error of the first recording that failed, if any."""
-        for f in [f for f in self._pending if f.done()]:
-            self._pending.remove(f)
-            f.result()
+        """The error of the first recording that failed, if any (it stays: the Tuner is to end)."""
+        self._pending = [f for f in self._pending if not (f.done() and f.exception() is None)]
+        for f in self._pending:
+            if f.done():
+                f.result()
 
     def wait(self) -> None:
-        """Returns once every recording of this Tuner is written; raises the first that failed."""
-        self._writer.shutdown(wait=True)
+        """Returns once every recording of this Tuner is written; raises the first that failed. (The
+        writer thread ends with this callback: an executor's thread exits once it is collected.)"""
+        wait(self._pending)
         self._raise_failed()
 
     def on_step_begin(self, iteration, trials, **info):
