@@ -1,11 +1,11 @@
 # `make demo` and `make test` each set up .venv on a fresh machine, then run. `make test` also installs
 # the Debian packages the SLURM and Chromium tests need (.ci/setup-debian.sh: as root; otherwise it
-# prints the command). `make test-fast`: no SLURM cluster, no end-to-end study (for development).
+# prints the command) and runs `make lint`. `make test-fast`: no SLURM cluster, no end-to-end study (for development).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo deps test test-fast install clean
+.PHONY: demo deps lint test test-fast install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,7 +21,13 @@ demo: $(STAMP)
 deps:
 	.ci/setup-debian.sh
 
-test: deps $(STAMP)
+# `make lint FORMAT=1` also checks ruff's formatting (the code is not formatted by ruff yet).
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(if $(FORMAT),$(PY) -m ruff format --check .)
+	$(VENV)/bin/lint-imports
+
+test: deps $(STAMP) lint
 	$(PY) -m pytest --durations=25
 
 test-fast: $(STAMP)

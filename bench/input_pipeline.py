@@ -142,7 +142,7 @@ def main() -> None:
             transform = DeviceTransform(preset, args.size, MEAN, STD).to(device)
             batch = torch.from_numpy(np.array(images[: args.batch])).to(device)
             calls = iter(range(10**6))
-            aug_s = seconds(lambda: transform(batch, seed=batch_seed(0, 1, 0, next(calls))), device, 2) / args.batch
+            aug_s = seconds(lambda: transform(batch, seed=batch_seed(0, 1, 0, next(calls))), device, 2) / args.batch  # noqa: B023 (called in this iteration)
             trains = ", ".join(f"{m} {ips:.1f} images/s (augmentation adds {aug_s * ips:.0%})"
                                for m, ips in train.items())
             print(f"{preset}: loader {loader:.3f} ms/image (feeds {4000 / loader:,.0f} images/s with 4 workers, "

@@ -1,7 +1,7 @@
 """Building a variant by name, and counting parameters without allocating them."""
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import timm
 import torch
@@ -60,7 +60,7 @@ def create(name: str, num_classes: int, pretrained: str | None = None, image_siz
     return model
 
 
-@lru_cache(maxsize=None)
+@cache
 def check_input_size(name: str, image_size: int, stem: str = "imagenet") -> None:
     """ValueError in one line when the variant cannot train on `image_size` px inputs (e.g. a
     feature map that shrinks to nothing): one training-mode forward of a batch of 2 on the meta device."""
@@ -74,7 +74,7 @@ def check_input_size(name: str, image_size: int, stem: str = "imagenet") -> None
         raise ValueError(f"model {name} cannot take {image_size} px images (stem {stem}): {reason}") from None
 
 
-@lru_cache(maxsize=None)
+@cache
 def count_params(name: str, num_classes: int, image_size: int = 224, stem: str = "imagenet") -> int:
     """Trainable parameters, counted on a model built on the meta device (no memory, no download)."""
     with torch.device("meta"):

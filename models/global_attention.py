@@ -3,7 +3,7 @@ residual), and the hook that collects its attention maps for the explanation fig
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F

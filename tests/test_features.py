@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from attnsweep.pipelines.config.feature_settings import ALL_TESTS
 from attnsweep.pipelines.report import ci_tests
 from attnsweep.pipelines.report.features import (
     FeatureSettings,
@@ -18,7 +19,7 @@ from attnsweep.pipelines.report.features import (
 )
 
 C = 3
-TESTS = [t for t in ci_tests.ALL_TESTS if t not in ci_tests.unavailable(ci_tests.ALL_TESTS)]
+TESTS = [t for t in ALL_TESTS if t not in ci_tests.unavailable(ALL_TESTS)]
 DEMO_TEST_SET = 80  # studies/demo.yaml: 400 images, test_fraction 0.2
 
 
@@ -29,7 +30,7 @@ def synthetic(n: int, seed: int, dependence: float = 0.0, label_tied: bool = Tru
 
 def test_the_three_tests_are_installed():
     # causal-learn is a dependency; tigramite comes with the `features` extra (installed here)
-    assert TESTS == ["kci", "rcot", "cmiknn"], ci_tests.unavailable(ci_tests.ALL_TESTS)
+    assert TESTS == ["kci", "rcot", "cmiknn"], ci_tests.unavailable(ALL_TESTS)
 
 
 @pytest.mark.parametrize("label_tied", [False, True], ids=["random column", "label-tied column"])
@@ -125,7 +126,7 @@ def test_results_are_reproducible():
 
 def test_a_missing_library_leaves_its_test_out(monkeypatch):
     monkeypatch.setitem(ci_tests._MODULE, "cmiknn", "tigramite_not_installed.cmiknn")
-    missing = ci_tests.unavailable(ci_tests.ALL_TESTS)
+    missing = ci_tests.unavailable(ALL_TESTS)
     assert list(missing) == ["cmiknn"] and "pip install attnsweep[features]" in missing["cmiknn"]
 
 

@@ -97,7 +97,7 @@ def test_holm_matches_statsmodels_per_table():
     s = StatsSettings(metrics=["balanced_accuracy", "auc_roc"])
     t = comparisons(pd.concat(_table(s)), s)
     assert len(t) == 2 * 2 * 10  # metrics x eval sets x variants
-    for metric, fam in t.groupby("metric"):
+    for _metric, fam in t.groupby("metric"):
         tested = fam[fam.variant != fam.baseline]
         assert len(tested) == 16
         expect = multipletests(tested.p_corrected, method="holm")[1]

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attnsweep.pipelines.config.feature_settings import ALL_TESTS
-
 # Pinned hyper-parameters, passed to the library as they stand and stored with every result row.
 PARAMS: dict[str, dict] = {
     # Gaussian kernels; widths by KCI's empirical rule (sigma 1.2 / 0.7 / 0.4 for n < 200 / < 1200 /
