@@ -133,23 +133,6 @@ def test_load_split_errors(prepared, tmp_path):
         prepare(SYNTH, SPLITS, 32, tmp_path / "study", ood={"shifted": SHIFTED})
 
 
-def test_copy_to_node_local_scratch(prepared, tmp_path, monkeypatch):
-    from attnsweep.data.scratch import copy_to_scratch
-
-    monkeypatch.setenv("SLURM_TMPDIR", str(tmp_path / "job-42"))
-    local = copy_to_scratch(prepared)
-    assert local.parent == tmp_path / "job-42" and (local / "manifest.json").is_file()
-    a, b = load_split(prepared, "search-0"), load_split(local, "search-0")
-    assert str(b.sets["val"].images.path).startswith(str(local))
-    np.testing.assert_array_equal(np.asarray(a.sets["val"].images), np.asarray(b.sets["val"].images))
-    assert copy_to_scratch(prepared) == local  # the second rank reuses the complete copy
-    assert [p.name for p in local.parent.iterdir()] == [local.name]  # no temp folder left
-    monkeypatch.delenv("SLURM_TMPDIR")
-    monkeypatch.delenv("TMPDIR", raising=False)
-    assert copy_to_scratch(prepared) == prepared  # no scratch: use the data dir in place
-
-
-@needs_ham
 def test_real_ham10000_prepare_full(tmp_path):
     """All 10,015 real images decoded once in parallel; splits grouped by lesion; resume is instant."""
     from test_data_formats import HAM

@@ -14,11 +14,6 @@ from attnsweep.pipelines.config import selection
 from attnsweep.pipelines.config.errors import one_line
 
 
-# Fields added after studies were run, with their defaults: a configuration's identity leaves them
-# out while they hold the default, so the trial ids of those studies (their folders) stay the same.
-ADDED_LATER = {"stem": "imagenet"}
-
-
 class TrialConfigError(ValueError):
     """A bad trial configuration; the message is one line naming the field."""
 
@@ -97,9 +92,8 @@ class TrialConfig(BaseModel):
         return self
 
     def identity(self, *exclude: str) -> dict:
-        """The configuration as JSON, without `exclude` and the ADDED_LATER fields at their default."""
-        skip = set(exclude) | {k for k, default in ADDED_LATER.items() if getattr(self, k) == default}
-        return self.model_dump(mode="json", exclude=skip)
+        """The configuration as JSON, without the fields `exclude` names."""
+        return self.model_dump(mode="json", exclude=set(exclude))
 
     def hash(self) -> str:
         """Identifies the trial's configuration (a stable folder name for one trial)."""

@@ -11,7 +11,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from attnsweep.data.atomic import replacing
-from attnsweep.pipelines.store.results_schema import ADDED_COLUMNS, EPOCHS_SCHEMA, RESULTS_SCHEMA, to_table
+from attnsweep.pipelines.store.results_schema import EPOCHS_SCHEMA, RESULTS_SCHEMA, to_table
 
 RESULTS_DIR, EPOCHS_DIR = "results", "epochs"
 
@@ -49,9 +49,6 @@ def read_checked(path: Path, schema: pa.Schema) -> pa.Table:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as e:
         raise BadResultsFile(f"{path}: not a readable Parquet file ({e})") from None
-    for name in ADDED_COLUMNS:  # written by an older version: null, not an error
-        if name in schema.names and name not in table.column_names:
-            table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
     missing = [n for n in schema.names if n not in table.column_names]
     if missing:
         raise BadResultsFile(f"{path}: missing columns {missing}")

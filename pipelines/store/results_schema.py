@@ -1,7 +1,7 @@
 """The Parquet schemas of a study folder: `<out>/results/` (one row per trial x split x evaluated
 set) and `<out>/epochs/` (one row per trial and epoch). This is the single definition: the
 tracking writer and the report both import it. Bump `SCHEMA_VERSION` on any change and document it
-in the README ("Report and statistics")."""
+in docs/results.md."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -9,13 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "2"  # 2: epochs.images_per_s
-
-# columns added after version 1: a file written before them reads back with nulls there
-ADDED_COLUMNS = {"images_per_s": "2"}
-
-PHASES = ("search", "repeat")
-STATUSES = ("ok", "diverged", "failed", "stopped")
+SCHEMA_VERSION = "2"
 
 _UTC = pa.timestamp("us", tz="UTC")
 

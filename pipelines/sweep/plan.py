@@ -18,8 +18,6 @@ from attnsweep.pipelines.store.result_rows import TrialRef
 from attnsweep.pipelines.config.study import Study
 from attnsweep.pipelines.config.trial_config import MODEL_PROBED, TrialConfig
 
-PHASES = ("search", "repeat")
-
 
 def phase_splits(study: Study, phase: str) -> list[str]:
     n = study.splits.search_splits if phase == "search" else study.splits.repeat_splits

@@ -138,9 +138,6 @@ class TrialFolder:
                     raise ValueError(f"{self.metrics_file}:{n}: not valid JSON ({e.msg})") from None
         return epochs
 
-    def last_epoch(self) -> int:
-        return max((e["epoch"] for e in self.epochs()), default=0)
-
     def append_epoch(self, line: dict[str, Any]) -> None:
         with self.metrics_file.open("a") as f:
             f.write(json.dumps(line, allow_nan=False) + "\n")
