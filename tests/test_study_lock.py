@@ -16,7 +16,7 @@ import yaml
 from orchestrate_setup import Driver, run_attnsweep
 from survive_setup import counts, hold_env, held, one_trial_study, wait_for
 
-from attnsweep.pipelines.sweep.lock import RECORD
+from attnsweep.pipelines.trial.study_paths import StudyPaths
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ def test_second_driver_refused_and_stale_lock_taken_over_by_resume(tmp_path):
             assert "\n" not in line and "another driver is running this study" in line, line
             assert f"host {socket.gethostname()}, pid {first.proc.pid}" in line, line
         assert counts(out)["jobs"] == 1  # the refused drivers submitted nothing
-        assert json.loads((out / RECORD).read_text())["pid"] == first.proc.pid
+        assert json.loads(StudyPaths(out).driver_file.read_text())["pid"] == first.proc.pid
         first.kill()  # the driver dies; its lock record stays behind, stale
     finally:
         first.cleanup()
@@ -53,7 +53,7 @@ def test_second_driver_refused_and_stale_lock_taken_over_by_resume(tmp_path):
     assert "no trial depends on them:" in said and "description" in said and "max_concurrent" in said, said
     assert f"taking over the lock of a driver that is gone (host {socket.gethostname()}, pid {first.proc.pid}" \
         in resumed.stdout
-    assert not (out / RECORD).exists() and not ray_temp.exists()
+    assert not StudyPaths(out).driver_file.exists() and not ray_temp.exists()
     c = counts(out)
     print(f"\nattack 1 (two drivers): second driver rc=2 '{line}'; after --resume: {c}")
     assert c["trainings"] == 1 and c["jobs"] == 2 and c["epochs"] == 2 and c["duplicates"] == 0

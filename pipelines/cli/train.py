@@ -17,6 +17,7 @@ from pydantic.fields import FieldInfo
 
 from attnsweep.pipelines.config.executor import SlurmResources
 from attnsweep.pipelines.config.trial_config import TrialConfig
+from attnsweep.pipelines.trial.study_paths import StudyPaths
 
 # TrialConfig fields set from other options (--dataset, --out) or that a single run leaves alone.
 NOT_OPTIONS = {"dataset", "ood", "splits", "data_dir", "extra"}
@@ -119,11 +120,11 @@ def train(**options: Any) -> None:
             trial[name] = [v for v in trial[name].split(",") if v]
     try:
         spec["options"] = _key_values(options["dataset_option"], "--dataset-option")
-        cfg = parse({**trial, "dataset": spec, "data_dir": str(out / "data")}, source="attnsweep train")
+        cfg = parse({**trial, "dataset": spec, "data_dir": str(StudyPaths(out).data_dir)}, source="attnsweep train")
         slurm = {name: options[name] for name in SLURM_FIELDS}
         ex = ExecutorSpec(kind=options["executor"], workers=options["workers"],
                           slurm={**slurm, "extra": _key_values(options["sbatch"], "--sbatch")})
-        trial_dir = out / "trials" / "train" / cfg.model / cfg.hash()
+        trial_dir = StudyPaths(out).trial_dir("train", cfg.model, cfg.hash())
         validate(cfg, ex)
         prepare(cfg.dataset, cfg.splits, cfg.image_size, out, ood=cfg.ood)
         job = submit(cfg, trial_dir, ex)

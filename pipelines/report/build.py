@@ -29,6 +29,7 @@ from attnsweep.pipelines.report.tables import (
     write_tables,
 )
 from attnsweep.pipelines.report.stats import TEST_NAMES, StatsSettings, caption
+from attnsweep.pipelines.trial.study_paths import StudyPaths
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("attnsweep.pipelines.report", "templates"),
@@ -214,7 +215,7 @@ def build_report(out: Path | str, explain: bool = True) -> Path:
         tables = build_tables(folder)
         write_tables(tables, tmp / "tables")
         render(folder, tables, tmp, explain)
-        final = out / "report"
+        final = StudyPaths(out).report_dir
         if final.exists():  # swap: the old report stays whole until the new one is complete
             old = _scratch(out, ".report-old-")
             final.rename(old / "report")
@@ -232,7 +233,7 @@ def log_report_to_mlflow(out_dir: Path | str, tracking_uri: str, run_id: str) ->
     """Log `<out>/report/` as the `report/` artifact folder of the study's MLflow parent run."""
     from mlflow.tracking import MlflowClient
 
-    report = Path(out_dir) / "report"
+    report = StudyPaths(out_dir).report_dir
     if not (report / "index.html").exists():
         raise FileNotFoundError(f"{report}: no report to log (run `attnsweep report {out_dir}` first)")
     MlflowClient(tracking_uri=tracking_uri).log_artifacts(run_id, str(report), artifact_path="report")

@@ -4,11 +4,13 @@ repeat splits (from the trial folders' `result.json`, which the Parquet rows do 
 from __future__ import annotations
 
 import json
+
 import numpy as np
 import pandas as pd
 
 from attnsweep.pipelines.report.study_folder import StudyFolder
 from attnsweep.pipelines.trial.failures import trial_failure
+from attnsweep.pipelines.trial.study_paths import StudyPaths
 
 HOUR = 3600.0
 
@@ -19,10 +21,9 @@ def _runs(results: pd.DataFrame) -> pd.DataFrame:
 
 def trial_result(folder: StudyFolder, phase: str, variant: str, trial_id: str) -> dict | None:
     """A trial folder's `result.json`, None where the folder is not there (a copied study)."""
-    path = folder.out / "trials" / phase / variant / trial_id / "result.json"
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        return StudyPaths(folder.out).trial(phase, variant, trial_id).result()
+    except (OSError, ValueError):
         return None
 
 
@@ -32,7 +33,7 @@ def _reason(folder: StudyFolder, run: pd.Series, epochs_run: int) -> str:
     if run["status"] == "stopped":
         who = "ASHA stopped it early" if run["phase"] == "search" else "stopped before its last epoch"
         return f"{who} ({epochs_run} of {run['epochs']} epochs recorded)"
-    trial_dir = folder.out / "trials" / run["phase"] / run["variant"] / run["trial_id"]
+    trial_dir = StudyPaths(folder.out).trial_dir(run["phase"], run["variant"], run["trial_id"])
     if not trial_dir.is_dir():
         return "failed (its trial folder is not in the study folder)"
     kind, error = trial_failure(trial_dir)
@@ -115,7 +116,7 @@ def summed_confusion(folder: StudyFolder, dataset: str, eval_set: str = "test") 
 def class_names(folder: StudyFolder) -> list[str] | None:
     """The class names of the prepared data (`data/manifest.json`), if it is there."""
     try:
-        return json.loads((folder.out / "data" / "manifest.json").read_text())["class_names"]
+        return json.loads((StudyPaths(folder.out).data_dir / "manifest.json").read_text())["class_names"]
     except (OSError, KeyError, json.JSONDecodeError):
         return None
 

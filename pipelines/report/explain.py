@@ -18,6 +18,7 @@ from torch import nn
 
 from attnsweep.pipelines.report.study_folder import StudyFolder, StudyFolderError
 from attnsweep.pipelines.trial.folder import TrialFolder
+from attnsweep.pipelines.trial.study_paths import StudyPaths
 
 BATCH = 16
 METHODS = ["Grad-CAM", "GA map", "ViT attention"]
@@ -110,7 +111,7 @@ def _trial_dirs(folder: StudyFolder) -> dict[str, dict[str, Path]]:
     ok = r[(r["phase"] == "repeat") & (r["status"] == "ok")].drop_duplicates(["variant", "split"])
     out: dict[str, dict[str, Path]] = {}
     for row in ok.itertuples():
-        trial = TrialFolder(folder.out / "trials" / "repeat" / row.variant / row.trial_id)
+        trial = StudyPaths(folder.out).trial("repeat", row.variant, row.trial_id)
         if trial.best_file.exists() and trial.config_file.exists():
             out.setdefault(row.variant, {})[row.split] = trial.path
     return out
@@ -131,7 +132,7 @@ def _load_images(folder: StudyFolder, trial: Path, cfg: dict, n: int):
 
     data_dir = Path(cfg["data_dir"]) if cfg.get("data_dir") else TrialFolder(trial).data_dir
     if not data_dir.exists():  # the study folder moved: its prepared data sits beside the trials
-        data_dir = folder.out / "data"
+        data_dir = StudyPaths(folder.out).data_dir
     split = load_split(data_dir, cfg["split"])
     test = split.sets["test"]
     labels = np.asarray(test.labels)

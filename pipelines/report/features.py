@@ -19,8 +19,8 @@ import pandas as pd
 from attnsweep.pipelines.config.feature_settings import FeatureSettings
 from attnsweep.pipelines.report.ci_tests import PARAMS, ci_test, library_version, unavailable
 from attnsweep.pipelines.trial.folder import TrialFolder
+from attnsweep.pipelines.trial.study_paths import StudyPaths
 
-FEATURES_DIR = "features"
 USAGE_FILE = "usage.parquet"
 TABLE_FILE = "table3.csv"
 MISSING = {"", "unknown", "nan", "none"}  # besides null: HAM10000 writes `unknown` for sex and site
@@ -129,7 +129,7 @@ def select_trials(out: Path, results: pd.DataFrame, metric: str, models: str) ->
     val = r[r["eval_set"] == "val"].set_index("trial_id")[metric]
     trials = []
     for row in r.drop_duplicates("trial_id").itertuples():
-        d = TrialFolder(out / "trials" / "repeat" / row.variant / row.trial_id)
+        d = StudyPaths(out).trial("repeat", row.variant, row.trial_id)
         if d.best_file.exists() and d.config_file.exists():
             trials.append((row.variant, row.split, row.trial_id, d.path, float(val.get(row.trial_id, np.nan))))
     if models == "best":
@@ -155,7 +155,7 @@ def predict(out: Path, trial: Path, eval_set: str) -> tuple[np.ndarray, np.ndarr
     cfg = folder.config()
     data_dir = Path(cfg["data_dir"]) if cfg.get("data_dir") else folder.data_dir
     if not data_dir.exists():  # the study folder moved: its prepared data sits beside the trials
-        data_dir = out / "data"
+        data_dir = StudyPaths(out).data_dir
     split = load_split(data_dir, cfg["split"])
     if eval_set not in split.sets:
         raise StudyFolderError(f"features.eval_set: {eval_set!r} is not a set of {cfg['split']} "
@@ -213,7 +213,7 @@ def analyse_study(out: Path | str, settings: FeatureSettings, log=print) -> pd.D
     df["params"] = df["test"].map(lambda t: json.dumps({**PARAMS[t], "seed": settings.seed}, sort_keys=True))
     df["library"] = df["test"].map(library_version)
     table = table3(df, folder.variant_order, settings.columns)
-    dest = out / FEATURES_DIR
+    dest = StudyPaths(out).features_dir
     dest.mkdir(exist_ok=True)
     with replacing(dest / USAGE_FILE) as tmp:
         df.to_parquet(tmp, index=False)
@@ -238,7 +238,7 @@ def table3(df: pd.DataFrame, order: list[str], columns: list[str]) -> pd.DataFra
 
 
 def read_usage(out: Path | str) -> pd.DataFrame | None:
-    path = Path(out) / FEATURES_DIR / USAGE_FILE
+    path = StudyPaths(out).features_dir / USAGE_FILE
     return pd.read_parquet(path) if path.exists() else None
 
 
@@ -275,7 +275,7 @@ def settings_from_study(out: Path | str, overrides: dict) -> FeatureSettings:
 
     if not Path(out).is_dir():
         raise StudyFolderError(f"{out}: no such study folder")
-    path = Path(out) / "study.yaml"
+    path = StudyPaths(out).study_file
     study = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
     section = study.get("features") or {}
     where = "command line" if overrides else str(path)
@@ -293,8 +293,8 @@ def log_features_to_mlflow(out: Path | str, tracking_uri: str, run_id: str) -> N
     """`<out>/features/` as the `features/` artifact folder of the study's MLflow run."""
     from mlflow.tracking import MlflowClient
 
-    MlflowClient(tracking_uri=tracking_uri).log_artifacts(run_id, str(Path(out) / FEATURES_DIR),
-                                                          artifact_path=FEATURES_DIR)
+    MlflowClient(tracking_uri=tracking_uri).log_artifacts(run_id, str(StudyPaths(out).features_dir),
+                                                          artifact_path=StudyPaths(out).features_dir.name)
 
 
 def log_to_study_run(out: Path | str) -> str | None:
@@ -305,8 +305,8 @@ def log_to_study_run(out: Path | str) -> str | None:
     from attnsweep.pipelines.store.mlflow_store import MlflowStore, default_tracking_uri
 
     out = Path(out)
-    study = yaml.safe_load((out / "study.yaml").read_text()) or {}
-    if not study.get("tracking_uri") and not (out / "mlflow.db").exists():
+    study = yaml.safe_load(StudyPaths(out).study_file.read_text()) or {}
+    if not study.get("tracking_uri") and not StudyPaths(out).mlflow_db.exists():
         return None
     uri = study.get("tracking_uri") or default_tracking_uri(out)
     store = MlflowStore(uri, study.get("name") or out.name, out)

@@ -15,6 +15,7 @@ from attnsweep.pipelines.store import parquet_store
 from attnsweep.pipelines.store.results_schema import EPOCHS_SCHEMA, RESULTS_SCHEMA
 from attnsweep.pipelines.config.errors import one_line
 from attnsweep.pipelines.config.stats_settings import StatsSettings
+from attnsweep.pipelines.trial.study_paths import StudyPaths
 
 
 class StudyFolderError(ValueError):
@@ -93,10 +94,11 @@ def load(out: Path | str) -> StudyFolder:
     out = Path(out)
     if not out.is_dir():
         raise StudyFolderError(f"{out}: no such study folder")
-    study, settings = _read_study(out / "study.yaml")
-    results = _read_parquet_dir(out / "results", RESULTS_SCHEMA, required=True)
-    epochs = _read_parquet_dir(out / "epochs", EPOCHS_SCHEMA, required=False)
+    paths = StudyPaths(out)
+    study, settings = _read_study(paths.study_file)
+    results = _read_parquet_dir(paths.results_dir, RESULTS_SCHEMA, required=True)
+    epochs = _read_parquet_dir(paths.epochs_dir, EPOCHS_SCHEMA, required=False)
     bad = sorted(set(results["phase"].dropna()) - {"search", "repeat"})
     if bad:
-        raise StudyFolderError(f"{out / 'results'}: phase: unknown values {bad}")
+        raise StudyFolderError(f"{paths.results_dir}: phase: unknown values {bad}")
     return StudyFolder(out, results, epochs, study, settings)

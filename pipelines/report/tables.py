@@ -11,6 +11,7 @@ import pandas as pd
 from attnsweep.pipelines.report import details, stats
 from attnsweep.pipelines.report.study_folder import StudyFolder, StudyFolderError
 from attnsweep.pipelines.store.results_schema import SCHEMA_VERSION
+from attnsweep.pipelines.trial.study_paths import StudyPaths
 
 # all metrics the study can compare are "higher is better" fractions, shown in percent as paper 002
 PERCENT = 100.0
@@ -150,7 +151,7 @@ def run_facts(folder: StudyFolder) -> pd.DataFrame:
     status = runs["status"].value_counts()
     facts = {
         "study": folder.name,
-        "study file": "study.yaml" if (folder.out / "study.yaml").exists() else "missing",
+        "study file": "study.yaml" if StudyPaths(folder.out).study_file.exists() else "missing",
         "code version": ", ".join(sorted(runs["code_version"].dropna().unique())),
         "results schema": SCHEMA_VERSION,
         "variants": str(runs["variant"].nunique()),

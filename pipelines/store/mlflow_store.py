@@ -17,6 +17,7 @@ from typing import Any
 from attnsweep.pipelines.config.selection import METRICS
 from attnsweep.pipelines.store import mlflow_summary, parquet_store
 from attnsweep.pipelines.store.result_rows import TrialRef
+from attnsweep.pipelines.trial.study_paths import StudyPaths
 
 # status of a trial -> the MLflow run status it ends with
 RUN_STATUS = {"ok": "FINISHED", "diverged": "FINISHED", "stopped": "KILLED", "failed": "FAILED"}
@@ -24,7 +25,7 @@ TAG = "attnsweep."
 
 
 def default_tracking_uri(out: Path) -> str:
-    return f"sqlite:///{out.resolve() / 'mlflow.db'}"
+    return f"sqlite:///{StudyPaths(out.resolve()).mlflow_db}"
 
 
 class MlflowStore:
@@ -42,7 +43,7 @@ class MlflowStore:
         if exp is None:
             # A local store keeps artifacts beside the study; a server decides for itself.
             local = tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri
-            location = (out.resolve() / "mlartifacts").as_uri() if local else None
+            location = StudyPaths(out.resolve()).mlartifacts_dir.as_uri() if local else None
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
         else:
             self.experiment_id = exp.experiment_id
@@ -97,7 +98,7 @@ class MlflowStore:
         from mlflow.entities import Metric
 
         run_id = self.parent(variant, phase)
-        rows = parquet_store.read(self.out).to_pandas() if (self.out / "results").exists() else None
+        rows = parquet_store.read(self.out).to_pandas() if StudyPaths(self.out).results_dir.exists() else None
         if rows is not None:
             rows = rows[(rows["variant"] == variant) & (rows["phase"] == phase)]
             if best:
@@ -132,7 +133,7 @@ class MlflowStore:
         )
         scalars = {k: v for k, v in config.items() if not isinstance(v, (dict, list)) and k != "data_dir"}
         self.client.log_batch(run.info.run_id, params=_params(scalars))
-        data_dir = self.out / "data"
+        data_dir = StudyPaths(self.out).data_dir
         if self.dataset_name and (data_dir / "manifest.json").exists():
             self.client.log_inputs(run.info.run_id,
                                    [mlflow_summary.dataset_input(data_dir, self.dataset_name, ref.split)])

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 
 from attnsweep.data.atomic import replacing
 from attnsweep.pipelines.store.results_schema import EPOCHS_SCHEMA, RESULTS_SCHEMA, to_table
+from attnsweep.pipelines.trial.study_paths import StudyPaths
 
-RESULTS_DIR, EPOCHS_DIR = "results", "epochs"
 
 
 def _write_atomic(table: pa.Table, path: Path) -> Path:
@@ -24,18 +24,18 @@ def _write_atomic(table: pa.Table, path: Path) -> Path:
 
 def write_trial(out: Path, trial_id: str, results: list[dict], epochs: list[dict]) -> Path:
     """The epochs file first: the results file is the marker that the trial is recorded."""
-    _write_atomic(to_table(epochs, EPOCHS_SCHEMA), out / EPOCHS_DIR / f"{trial_id}.parquet")
-    return _write_atomic(to_table(results, RESULTS_SCHEMA), out / RESULTS_DIR / f"{trial_id}.parquet")
+    _write_atomic(to_table(epochs, EPOCHS_SCHEMA), StudyPaths(out).epochs_file(trial_id))
+    return _write_atomic(to_table(results, RESULTS_SCHEMA), StudyPaths(out).results_file(trial_id))
 
 
 def is_recorded(out: Path, trial_id: str) -> bool:
-    return (out / RESULTS_DIR / f"{trial_id}.parquet").exists()
+    return StudyPaths(out).results_file(trial_id).exists()
 
 
 def forget_trial(out: Path, trial_id: str) -> None:
     """Remove a trial's rows (the results file, the recorded marker, first), so it is recorded again."""
-    (out / RESULTS_DIR / f"{trial_id}.parquet").unlink(missing_ok=True)
-    (out / EPOCHS_DIR / f"{trial_id}.parquet").unlink(missing_ok=True)
+    StudyPaths(out).results_file(trial_id).unlink(missing_ok=True)
+    StudyPaths(out).epochs_file(trial_id).unlink(missing_ok=True)
 
 
 class BadResultsFile(ValueError):
@@ -65,15 +65,16 @@ def files(folder: Path) -> list[Path]:
 
 def check(out: Path) -> None:
     """Every file of `results/` and `epochs/` is readable and of the schema (`BadResultsFile`)."""
-    for which, schema in ((RESULTS_DIR, RESULTS_SCHEMA), (EPOCHS_DIR, EPOCHS_SCHEMA)):
-        for f in files(out / which):
+    paths = StudyPaths(out)
+    for folder, schema in ((paths.results_dir, RESULTS_SCHEMA), (paths.epochs_dir, EPOCHS_SCHEMA)):
+        for f in files(folder):
             read_checked(f, schema)
 
 
-def read(out: Path, which: str = RESULTS_DIR) -> pa.Table:
+def read(out: Path, which: str = "results") -> pa.Table:
     """All rows of `<out>/results` (or `epochs`); an empty table with the schema when none yet."""
-    schema = RESULTS_SCHEMA if which == RESULTS_DIR else EPOCHS_SCHEMA
-    folder = out / which
+    schema = RESULTS_SCHEMA if which == "results" else EPOCHS_SCHEMA
+    folder = StudyPaths(out).results_dir if which == "results" else StudyPaths(out).epochs_dir
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
     if not files:
         return schema.empty_table()
@@ -82,8 +83,8 @@ def read(out: Path, which: str = RESULTS_DIR) -> pa.Table:
 
 def export(out: Path, dest: Path) -> int:
     """Consolidate `<out>/results` into one Parquet file (temp + rename) -> number of rows."""
-    if not (out / RESULTS_DIR).is_dir():
-        raise FileNotFoundError(f"{out / RESULTS_DIR}: no results folder (is {out} a study output folder?)")
+    if not StudyPaths(out).results_dir.is_dir():
+        raise FileNotFoundError(f"{StudyPaths(out).results_dir}: no results folder (is {out} a study output folder?)")
     check(out)
     table = read(out).sort_by([("phase", "ascending"), ("variant", "ascending"), ("split", "ascending"),
                                ("eval_set", "ascending")])

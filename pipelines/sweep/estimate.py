@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from attnsweep.pipelines.config.study import Study
+from attnsweep.pipelines.trial.folder import TrialFolder
+from attnsweep.pipelines.trial.study_paths import StudyPaths
 
 # The FLOP model (used only without a measurement; a rough prior, marked uncalibrated). A CPU core
 # sustains CPU_CORE_TFLOPS on these small models (the demo on 2 cores: 525 GFLOP per training in
@@ -196,19 +198,19 @@ def measured_trainings(folders: list[Path]) -> list[Measured]:
 
     found = []
     for folder in folders:
-        study_file = folder / "study.yaml"
+        study_file = StudyPaths(folder).study_file
         max_concurrent = None
         if study_file.exists():
             import yaml
 
             max_concurrent = (yaml.safe_load(study_file.read_text()) or {}).get("max_concurrent")
-        for result_path in folder.glob("trials/*/*/*/result.json"):
+        for result_path in (t.result_file for t in StudyPaths(folder).iter_trials() if t.result_file.exists()):
             d = result_path.parent
             try:
-                result = json.loads(result_path.read_text())
-                config = json.loads((d / "config.json").read_text())
-                jobs = json.loads((d / "jobs.json").read_text())
-                lines = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines() if x.strip()]
+                result = TrialFolder(d).result()
+                config = TrialFolder(d).config()
+                jobs = TrialFolder(d).jobs()
+                lines = TrialFolder(d).epochs()
             except (OSError, ValueError):
                 continue
             # one job from submission to result: a resumed or requeued one's wall time has a gap
@@ -233,7 +235,7 @@ def calibration_folders(study: Study) -> list[Path]:
     out = study.output_dir()
     folders = [out, *(p for p in sorted(out.parent.glob("*")) if p.is_dir() and p != out),
                *study.estimate.measured]
-    return [p for p in dict.fromkeys(folders) if (p / "trials").is_dir()]
+    return [p for p in dict.fromkeys(folders) if StudyPaths(p).trials_dir.is_dir()]
 
 
 def job_estimate(study: Study, p: PhaseWork, n_train: int, measured: list[Measured]) -> JobEstimate:
@@ -334,10 +336,10 @@ def driver_seconds(folders: list[Path]) -> tuple[float, float, bool]:
         submitted = [_iso(r["submitted_at"]) for f in folder.glob("trials/*/*/*/jobs.json")
                      for r in json.loads(f.read_text())[:1]]
         results = [f.stat().st_mtime for f in folder.glob("trials/*/*/*/result.json")]
-        written = [f.stat().st_mtime for f in (folder / "data").rglob("*") if f.is_file()]
+        written = [f.stat().st_mtime for f in StudyPaths(folder).data_dir.rglob("*") if f.is_file()]
         if submitted and written:
             starts.append(min(submitted) - min(written))  # data preparation, Ray, the first submission
-        report = folder / "report" / "index.html"
+        report = StudyPaths(folder).report_dir / "index.html"
         if report.exists() and results:
             reports.append(report.stat().st_mtime - max(results))
     starts, reports = [x for x in starts if 0 < x < 3600], [x for x in reports if 0 < x < 3600]

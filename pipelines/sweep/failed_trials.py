@@ -13,6 +13,7 @@ import pandas as pd
 from attnsweep.pipelines.store import parquet_store
 from attnsweep.pipelines.store.mlflow_store import MlflowStore
 from attnsweep.pipelines.trial.failures import CONFIGURATION, trial_failure
+from attnsweep.pipelines.trial.study_paths import StudyPaths
 
 
 class StudyIncomplete(RuntimeError):
@@ -25,7 +26,7 @@ def failed_trials(out: Path) -> pd.DataFrame:
     failed = rows[rows["status"] == "failed"].drop_duplicates("trial_id")
     records = []
     for r in failed.itertuples():
-        kind, why = trial_failure(out / "trials" / r.phase / r.variant / r.trial_id)
+        kind, why = trial_failure(StudyPaths(out).trial_dir(r.phase, r.variant, r.trial_id))
         records.append({"phase": r.phase, "variant": r.variant, "split": r.split, "trial_id": r.trial_id,
                         "failure": kind, "why": why})
     return pd.DataFrame(records, columns=["phase", "variant", "split", "trial_id", "failure", "why"])

@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 from filelock import FileLock, Timeout
 
-LOCK, RECORD = "driver.lock", "driver.json"
+from attnsweep.pipelines.trial.study_paths import StudyPaths
 
 
 class StudyLocked(RuntimeError):
@@ -46,7 +46,7 @@ def describe(holder: dict) -> str:
 
 def _read_record(out: Path) -> dict | None:
     try:
-        record = json.loads((out / RECORD).read_text())
+        record = json.loads(StudyPaths(out).driver_file.read_text())
     except (OSError, ValueError):
         return None  # none, or half written by a driver killed while writing it: nothing to honour
     return record if isinstance(record, dict) else None
@@ -82,7 +82,7 @@ def study_lock(out: Path, resume: bool, on_takeover=None) -> Iterator[None]:
     """Hold the study folder `out` (created if needed) for one driver; `StudyLocked` if another
     driver holds it. A stale record is taken over with `--resume` (`on_takeover(holder)` is told);
     without it the stopped study is pointed out instead of silently restarted."""
-    lock = FileLock(out / LOCK, timeout=0, thread_local=False)
+    lock = FileLock(StudyPaths(out).lock_file, timeout=0, thread_local=False)
     try:
         lock.acquire()
     except Timeout:
@@ -102,10 +102,10 @@ def study_lock(out: Path, resume: bool, on_takeover=None) -> Iterator[None]:
                 on_takeover(previous)
         from attnsweep.pipelines.trial.folder import write_json
 
-        write_json(out / RECORD, _me())
+        write_json(StudyPaths(out).driver_file, _me())
         try:
             yield
         finally:
-            (out / RECORD).unlink(missing_ok=True)
+            StudyPaths(out).driver_file.unlink(missing_ok=True)
     finally:
         lock.release()

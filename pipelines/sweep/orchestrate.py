@@ -29,7 +29,8 @@ from attnsweep.pipelines.sweep import budget
 from attnsweep.pipelines.sweep.failed_trials import check_complete, retry_infrastructure_failures
 from attnsweep.pipelines.sweep.lock import describe, study_lock
 from attnsweep.pipelines.config.study import LogRange, Study
-from attnsweep.pipelines.trial.folder import JOBS, TrialFolder
+from attnsweep.pipelines.trial.folder import TrialFolder
+from attnsweep.pipelines.trial.study_paths import StudyPaths
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def write_study_file(study: Study, out: Path) -> Path:
     `stats.baselines` holds every baseline the report cannot infer from the rows' backbone."""
     from attnsweep.models import parse_name
 
-    path = out / "study.yaml"
+    path = StudyPaths(out).study_file
     data = study.model_dump(mode="json")
     # the report's default is the backbone's name: only the other baselines need saying
     data["stats"]["baselines"] = {v: base for v, base in study.baselines().items()
@@ -136,7 +137,7 @@ def cancel_owned_jobs(out: Path, study: Study) -> list[str]:
     """Stop every job of this study's unfinished trials that is still queued or running, all at
     once -> their ids. A variant's trials are stopped through its own executor."""
     by_kind: dict[str, tuple] = {}
-    for jobs in (out / "trials").glob(f"*/*/*/{JOBS}"):
+    for jobs in (t.jobs_file for t in StudyPaths(out).iter_trials() if t.jobs_file.exists()):
         trial_dir = jobs.parent
         if TrialFolder(trial_dir).final_result() is None:
             variant = trial_dir.parent.name  # trials/<phase>/<variant>/<trial_id>
@@ -172,7 +173,7 @@ def preflight(study: Study, out: Path, data_dir: Path, n_train: int) -> None:
 
 
 def check_output_folder(out: Path, resume: bool) -> None:
-    if not resume and (out / "trials").exists() and any((out / "trials").iterdir()):
+    if not resume and StudyPaths(out).has_trials():
         raise StudyExists(f"{out}: holds trials of an earlier run; pass --resume to finish it, or use another --out")
 
 
@@ -201,7 +202,7 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
 
     check_output_folder(out, resume)
     parquet_store.check(out)  # a damaged or foreign results file: one line now, not a traceback mid-study
-    stored = out / "study.yaml"
+    stored = StudyPaths(out).study_file
     if resume and stored.exists():
         changed = check_resume(yaml.safe_load(stored.read_text()), study.model_dump(mode="json"), str(stored))
         if changed:

@@ -28,7 +28,8 @@ from attnsweep.pipelines.sweep import budget
 from attnsweep.pipelines.sweep.tracking import Recorder
 from attnsweep.pipelines.sweep.tune_callback import TrackerCallback, finish
 from attnsweep.pipelines.sweep.tune_trainable import VAL_SCORE, SplitsTrainable
-from attnsweep.pipelines.trial.folder import CONFIG, TrialFolder
+from attnsweep.pipelines.trial.folder import TrialFolder
+from attnsweep.pipelines.trial.study_paths import StudyPaths
 
 SCORE = "score"  # the configuration's search score in a Tune result (config.selection)
 
@@ -78,7 +79,7 @@ def best_config(out: Path, variant: str, n_splits: int, metric: str = selection.
 def _started_configs(study: Study, out: Path, variant: str, data_dir: Path) -> list[dict[str, float]]:
     """Configurations of this study with a trial folder (from its `config.json`), in start order."""
     found = []
-    for cfg_path in sorted((out / "trials" / "search" / variant).glob(f"*/{CONFIG}"), key=lambda p: p.stat().st_mtime):
+    for cfg_path in sorted((t.config_file for t in StudyPaths(out).iter_trials("search", variant)), key=lambda p: p.stat().st_mtime):
         c = TrialFolder(cfg_path.parent).config()
         params = {"lr": float(c["lr"]), "weight_decay": float(c["weight_decay"])}
         trial = make_trial(study, out, "search", variant, c["split"], params["lr"], params["weight_decay"], data_dir)
@@ -137,7 +138,7 @@ def _fit(study: Study, out: Path, phase: str, variant: str, data_dir: Path, reco
         tune_config=tune.TuneConfig(num_samples=num_samples, search_alg=gated, scheduler=scheduler,
                                     reuse_actors=True),
         run_config=tune.RunConfig(
-            name=f"{phase}-{variant}", storage_path=str(out / "tune"), verbose=0,
+            name=f"{phase}-{variant}", storage_path=str(StudyPaths(out).tune_dir), verbose=0,
             stop=budget.StopWhenInterrupted(),
             callbacks=[tracker],
             failure_config=tune.FailureConfig(max_failures=study.max_failures),

@@ -17,6 +17,7 @@ from pathlib import Path
 from attnsweep.pipelines.store.result_rows import TrialRef
 from attnsweep.pipelines.config.study import Study
 from attnsweep.pipelines.config.trial_config import MODEL_PROBED, TrialConfig
+from attnsweep.pipelines.trial.study_paths import StudyPaths
 
 
 def phase_splits(study: Study, phase: str) -> list[str]:
@@ -62,7 +63,7 @@ def make_trial(study: Study, out: Path, phase: str, variant: str, split: str, lr
     trial_id = cfg.hash()
     ref = TrialRef(study=study.name, phase=phase, variant=variant, backbone=backbone, attention=tuple(attention),
                    dataset=study.dataset_label, split=split, trial_id=trial_id, config_hash=config_hash(cfg),
-                   dir=out / "trials" / phase / variant / trial_id)
+                   dir=StudyPaths(out).trial_dir(phase, variant, trial_id))
     return Trial(cfg, ref)
 
 

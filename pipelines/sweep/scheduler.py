@@ -20,6 +20,7 @@ from pathlib import Path
 from attnsweep.pipelines.config.study import Study
 from attnsweep.pipelines.sweep import budget
 from attnsweep.pipelines.sweep.plan import phase_splits
+from attnsweep.pipelines.trial.study_paths import StudyPaths
 
 
 def start_order(study: Study) -> list[str]:
@@ -55,7 +56,7 @@ def run_variants(study: Study, out: Path, data_dir: Path, recorder, progress, po
     An interrupt of the driver (Ctrl-C, SIGTERM) sets `budget.interrupted` before it propagates:
     from then on nothing is recorded and every Tuner ends."""
     budget.interrupted.clear()
-    grants = out / "tune" / "grants"
+    grants = StudyPaths(out).tune_dir / "grants"
     shutil.rmtree(grants, ignore_errors=True)  # an earlier driver's (the study's lock says it is gone)
     grants.mkdir(parents=True)
     gate = budget.Gate(study.max_concurrent, study.baselines(), study.variant_ids, grants, lookahead(study))

@@ -8,8 +8,9 @@ so a retry on the same kind of GPU would fail again. An unreadable checkpoint ne
 the trainer sets it aside and starts again."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from attnsweep.pipelines.trial.folder import TrialFolder
 
 INFRASTRUCTURE, CONFIGURATION = "infrastructure", "configuration"
 
@@ -32,8 +33,10 @@ def trial_failure(trial_dir: Path) -> tuple[str, str]:
     """(kind, why) of a trial that ended `failed`, from its `result.json`; a trial without one
     was killed from outside (node lost, OOM killer, disk full before the write): infrastructure."""
     try:
-        result = json.loads((trial_dir / "result.json").read_text())
+        result = TrialFolder(trial_dir).result()
     except (OSError, ValueError):
+        result = None
+    if result is None:
         return INFRASTRUCTURE, "the job ended without writing a result (node lost, killed, out of memory or disk)"
     if result.get("status") != "failed":
         return INFRASTRUCTURE, f"the job ended without a final result (status {result.get('status')})"
