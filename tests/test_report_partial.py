@@ -31,13 +31,11 @@ def test_search_phase_only(tmp_path):
     out = study_with(tmp_path, lambda r: r[r.phase == "search"])
     report = build_report(out, explain=False)
     assert pd.read_csv(report / "tables" / "comparisons.csv").empty
-    best = pd.read_csv(report / "tables" / "best_hparams.csv")
-    # without a repeat phase the search's best configuration is reported
+    # without the driver's record (selection/) and without repeat rows, no configuration is named:
+    # the report does not choose by a rule of its own (tests/test_report_selection.py has the record)
+    assert pd.read_csv(report / "tables" / "best_hparams.csv").empty
     land = pd.read_csv(report / "tables" / "search_landscape.csv")
-    top = land.loc[land.groupby(["dataset", "variant"]).val_balanced_accuracy.idxmax()]
-    pd.testing.assert_frame_equal(
-        best[["dataset", "variant", "lr", "weight_decay"]].sort_values(["dataset", "variant"]).reset_index(drop=True),
-        top[["dataset", "variant", "lr", "weight_decay"]].sort_values(["dataset", "variant"]).reset_index(drop=True))
+    assert len(land) and set(land.metric) == {"balanced_accuracy"}
     html = (report / "index.html").read_text()
     assert "distribution_" not in html and "landscape_synthderm.png" in html
 

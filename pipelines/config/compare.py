@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+RESOLVED = "resolved"  # the study copy's section of each variant's merged settings (`Study.resolved`)
+
 # Where and how fast trials run, where the records go, what the report and --dry-run compute.
 NO_TRIAL_FIELDS = ("description", "executor", "max_concurrent", "max_failures", "tracking_uri", "out_dir",
                    "stats", "estimate")
@@ -41,6 +43,7 @@ def _show(v: Any) -> str:
 def check_resume(stored: dict, new: dict, source: str) -> list[str]:
     """Refuse (`StudyChanged`) a difference that changes a trial; -> the fields that changed but
     change no trial. `stored` and `new` are `Study.model_dump(mode="json")`s."""
+    stored = {k: v for k, v in stored.items() if k != RESOLVED}  # derived from the fields compared here
     diffs = differences(stored, new)
     changing = [d for d in diffs if d[0].split(".")[0] not in NO_TRIAL_FIELDS]
     if changing:

@@ -283,8 +283,15 @@ class Study(BaseModel):
         return self._resolved[variant_id]
 
     def baselines(self) -> dict[str, str]:
-        """variant id -> the variant id it is compared with (written to the study copy for the report)."""
+        """variant id -> the variant id it is compared with."""
         return {vid: v.baseline for vid, v in self._resolved.items()}
+
+    def resolved(self) -> dict[str, dict]:
+        """variant id -> its model, baseline and merged settings, as JSON: the `resolved` section of the
+        study copy `<out>/study.yaml`, which the report reads instead of resolving again."""
+        return {vid: {"model": v.model, "baseline": v.baseline, "train": v.train.model_dump(mode="json"),
+                      "search": v.search.model_dump(mode="json"), "executor": v.executor.model_dump(mode="json")}
+                for vid, v in self._resolved.items()}
 
     @model_validator(mode="after")
     def _features_eval_set(self) -> Study:

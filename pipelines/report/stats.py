@@ -91,10 +91,6 @@ def hedges_g(a: np.ndarray, b: np.ndarray) -> float:
     return float(g)
 
 
-def default_baseline(variant: str, backbone: str, baselines: dict[str, str]) -> str:
-    return baselines.get(variant, backbone)
-
-
 def _usable(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
     return rows[(rows["status"] == "ok") & rows[metric].notna()]
 
@@ -150,11 +146,14 @@ def eval_set_order(eval_sets: Sequence[str]) -> list[str]:
 
 
 def comparisons(
-    results: pd.DataFrame, settings: StatsSettings, variant_order: Sequence[str] = ()
+    results: pd.DataFrame, settings: StatsSettings, variant_order: Sequence[str] = (),
+    baselines: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """The comparisons table: one row per (dataset, eval_set, metric, variant) over the repeat
     phase, with the columns of `COMPARISON_COLUMNS`. Baselines get their own row (no test).
-    Holm runs over every test of one metric (one Table-2-style table)."""
+    Holm runs over every test of one metric (one Table-2-style table). `baselines`: variant ->
+    baseline as the study resolved it (`StudyFolder.baselines`); else `settings.baselines`, then
+    the variant's backbone."""
     rep = results[results["phase"] == "repeat"]
     backbone = rep.groupby("variant")["backbone"].first().to_dict()
     order = list(dict.fromkeys([v for v in variant_order if v in backbone] + sorted(backbone)))
@@ -174,7 +173,7 @@ def comparisons(
                     # a run that diverged may have no row for this set: count its trials overall
                     trials = ds.loc[ds["variant"] == variant, "trial_id"].nunique()
                     excluded = trials - _usable(rows, metric)["trial_id"].nunique()
-                    base = default_baseline(variant, backbone[variant], settings.baselines)
+                    base = (baselines or settings.baselines).get(variant, backbone[variant])
                     base_rows = es[es["variant"] == base]
                     if base == variant:
                         stats = _summary_only(rows, metric)

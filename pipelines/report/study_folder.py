@@ -1,6 +1,7 @@
 """Reads a study folder for the report: `results/` and `epochs/` (Parquet, checked against the
-schemas) and `study.yaml` (only what the report needs). Every problem is a one-line
-`StudyFolderError` naming the file and the field."""
+schemas), `study.yaml` (only what the report needs; each variant's baseline and settings from its
+`resolved` section, as the driver resolved them) and the driver's choices (`selection/`). Every
+problem is a one-line `StudyFolderError` naming the file and the field."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -11,7 +12,9 @@ import pyarrow as pa
 import yaml
 from pydantic import ValidationError
 
-from attnsweep.pipelines.store import parquet_store
+from attnsweep.pipelines.config import selection
+from attnsweep.pipelines.config.compare import RESOLVED
+from attnsweep.pipelines.store import parquet_store, selection_record
 from attnsweep.pipelines.store.results_schema import EPOCHS_SCHEMA, RESULTS_SCHEMA
 from attnsweep.pipelines.config.errors import one_line
 from attnsweep.pipelines.config.stats_settings import StatsSettings
@@ -29,6 +32,20 @@ class StudyFolder:
     epochs: pd.DataFrame
     study: dict = field(default_factory=dict)
     settings: StatsSettings = field(default_factory=StatsSettings)
+    selection: dict[str, dict] = field(default_factory=dict)  # variant -> the driver's record
+
+    @property
+    def resolved(self) -> dict[str, dict]:
+        """variant -> model, baseline, train, search, executor as the driver resolved them."""
+        return self.study.get(RESOLVED) or {}
+
+    @property
+    def baselines(self) -> dict[str, str]:
+        """variant -> its baseline: as the study resolved it; a folder without that record (written
+        by hand, or by an older driver) has `stats.baselines`, else the variant's backbone."""
+        backbone = self.results.groupby("variant")["backbone"].first()
+        return {v: (self.resolved.get(v) or {}).get("baseline") or self.settings.baselines.get(v, backbone.get(v, v))
+                for v in self.variant_order}
 
     @property
     def name(self) -> str:
@@ -37,13 +54,14 @@ class StudyFolder:
 
     @property
     def selection_metric(self) -> str:
-        """The validation metric that chose each run's epoch (`train.selection_metric`)."""
-        return str((self.study.get("train") or {}).get("selection_metric") or "balanced_accuracy")
+        """The validation metric that chose each run's epoch and each variant's configuration
+        (`train.selection_metric`)."""
+        return str((self.study.get("train") or {}).get("selection_metric") or selection.DEFAULT)
 
     @property
     def variant_order(self) -> list[str]:
         """Table row order: the study's model list, then the model registry's order, then by name."""
-        listed = _study_variants(self.study)
+        listed = list(self.resolved) or _study_variants(self.study)
         present = self.results["variant"].unique()
         registry: list[str] = []
         if not set(present) <= set(listed):  # the registry imports torch: only when needed
@@ -101,4 +119,8 @@ def load(out: Path | str) -> StudyFolder:
     bad = sorted(set(results["phase"].dropna()) - {"search", "repeat"})
     if bad:
         raise StudyFolderError(f"{paths.results_dir}: phase: unknown values {bad}")
-    return StudyFolder(out, results, epochs, study, settings)
+    try:
+        chosen = selection_record.read_all(out)
+    except ValueError as e:
+        raise StudyFolderError(str(e)) from None
+    return StudyFolder(out, results, epochs, study, settings, chosen)

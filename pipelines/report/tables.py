@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from attnsweep.pipelines.config import selection
 from attnsweep.pipelines.report import details, stats
 from attnsweep.pipelines.report.study_folder import StudyFolder, StudyFolderError
 from attnsweep.pipelines.store.results_schema import SCHEMA_VERSION
@@ -19,9 +20,7 @@ CSV_FLOAT = "%.10g"
 
 
 def baselines(folder: StudyFolder) -> dict[str, str]:
-    backbone = folder.results.groupby("variant")["backbone"].first()
-    return {v: stats.default_baseline(v, backbone[v], folder.settings.baselines)
-            for v in folder.variant_order}
+    return {v: folder.baselines[v] for v in folder.variant_order}
 
 
 def _runs(results: pd.DataFrame) -> pd.DataFrame:
@@ -100,37 +99,47 @@ def results_table(comp: pd.DataFrame, metric: str, order: list[str]) -> pd.DataF
 
 
 def search_landscape(folder: StudyFolder) -> pd.DataFrame:
-    """Mean validation balanced accuracy per search configuration (over the search splits)."""
-    r = folder.results
-    s = r[(r["phase"] == "search") & (r["eval_set"] == "val") & r["balanced_accuracy"].notna()]
-    land = (s.groupby(["dataset", "variant", "lr", "weight_decay"])["balanced_accuracy"]
-            .agg(val_balanced_accuracy="mean", n="count").reset_index())
+    """Mean validation value of the selection metric per search configuration (over the search
+    splits); `metric` names it."""
+    r, metric = folder.results, folder.selection_metric
+    s = r[(r["phase"] == "search") & (r["eval_set"] == "val") & r[metric].notna()]
+    land = (s.groupby(["dataset", "variant", "lr", "weight_decay"])[metric]
+            .agg(val_mean="mean", n="count").reset_index())
+    land.insert(4, "metric", metric)
     rank = land["variant"].map({v: i for i, v in enumerate(folder.variant_order)})
     return (land.assign(_r=rank).sort_values(["dataset", "_r", "lr", "weight_decay"])
             .drop(columns="_r").reset_index(drop=True))
 
 
+BEST_HPARAMS_COLUMNS = ["dataset", "variant", "lr", "weight_decay", "selection_metric", "search_score",
+                        "search_configs", "chosen_by"]
+
+
 def best_hparams(folder: StudyFolder, landscape: pd.DataFrame) -> pd.DataFrame:
-    """Table 5: the configuration each variant's repeat phase used (the search's best when the
-    repeat phase has not run), with its search score."""
+    """Table 5: each variant's configuration as the driver chose it (`selection/<variant>.json`:
+    its metric and score), also while the repeat phase has not run. A folder without the record
+    (copied, or without a search) shows the configuration its repeat rows used."""
     r = folder.results
     rows = []
     for dataset in sorted(r["dataset"].unique()):
         for v in folder.variant_order:
             rep = r[(r["phase"] == "repeat") & (r["dataset"] == dataset) & (r["variant"] == v)]
             land = landscape[(landscape["dataset"] == dataset) & (landscape["variant"] == v)]
-            if len(rep):
+            record = folder.selection.get(v)
+            if record is not None:
+                chosen = record["chosen"]
+                rows.append({"dataset": dataset, "variant": v, "lr": chosen["lr"], "weight_decay": chosen["weight_decay"],
+                             "selection_metric": record["metric"], "search_score": chosen["score"],
+                             "search_configs": len(record["configurations"]), "chosen_by": "driver"})
+            elif len(rep):
                 lr, wd = rep.groupby(["lr", "weight_decay"]).size().idxmax()
-            elif len(land):
-                lr, wd = land.loc[land["val_balanced_accuracy"].idxmax(), ["lr", "weight_decay"]]
-            else:
-                continue
-            hit = land[(land["lr"] == lr) & (land["weight_decay"] == wd)]["val_balanced_accuracy"]
-            rows.append({"dataset": dataset, "variant": v, "lr": lr, "weight_decay": wd,
-                         "search_val_balanced_accuracy": hit.iloc[0] if len(hit) else float("nan"),
-                         "search_configs": len(land)})
-    return pd.DataFrame(rows, columns=["dataset", "variant", "lr", "weight_decay",
-                                       "search_val_balanced_accuracy", "search_configs"])
+                hit = land[(land["lr"] == lr) & (land["weight_decay"] == wd)]["val_mean"]
+                rows.append({"dataset": dataset, "variant": v, "lr": lr, "weight_decay": wd,
+                             "selection_metric": folder.selection_metric,
+                             "search_score": selection.score(hit.iloc[0], folder.selection_metric) if len(hit)
+                             else float("nan"),
+                             "search_configs": len(land), "chosen_by": "repeat rows"})
+    return pd.DataFrame(rows, columns=BEST_HPARAMS_COLUMNS)
 
 
 def left_out_runs(folder: StudyFolder) -> pd.DataFrame:
@@ -175,7 +184,7 @@ def build_tables(folder: StudyFolder) -> dict[str, pd.DataFrame]:
     """Every table of the report, by CSV name."""
     order = folder.variant_order
     try:
-        comp = stats.comparisons(folder.results, folder.settings, order)
+        comp = stats.comparisons(folder.results, folder.settings, order, folder.baselines)
     except ValueError as e:  # a setting that does not fit the results, e.g. an unknown baseline
         raise StudyFolderError(f"{folder.out / 'study.yaml'}: {e}") from None
     landscape = search_landscape(folder)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from attnsweep.pipelines.config.selection import METRICS
-from attnsweep.pipelines.store import mlflow_summary, parquet_store
+from attnsweep.pipelines.store import mlflow_summary, parquet_store, selection_record
 from attnsweep.pipelines.store.result_rows import TrialRef
 from attnsweep.pipelines.trial.study_paths import StudyPaths
 
@@ -93,11 +93,16 @@ class MlflowStore:
 
     def finish_parent(self, variant: str, phase: str, best: dict[str, Any] | None = None) -> None:
         """The aggregate of the parent's recorded children as its metrics (step 0); a search
-        parent aggregates the runs of its best configuration (`best`, also logged as params), so
-        its `val_..._mean` is the best score."""
+        parent aggregates the runs of the configuration the driver chose (its `selection/` record,
+        else `best`; logged as params with the metric it was chosen by), so its `val_..._mean` is
+        the chosen configuration's."""
         from mlflow.entities import Metric
 
         run_id = self.parent(variant, phase)
+        record = selection_record.read(self.out, variant) if phase == "search" else None
+        if record is not None:
+            best = {k: record["chosen"][k] for k in ("lr", "weight_decay")}
+            self.client.log_batch(run_id, params=_params({"selection_metric": record["metric"]}))
         rows = parquet_store.read(self.out).to_pandas() if StudyPaths(self.out).results_dir.exists() else None
         if rows is not None:
             rows = rows[(rows["variant"] == variant) & (rows["phase"] == phase)]

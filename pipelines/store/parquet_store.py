@@ -4,6 +4,7 @@ Each file is written to a temporary name and renamed, so a crash never leaves a 
 writing a trial again replaces its rows instead of adding them."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,6 +12,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from attnsweep.data.atomic import replacing
+from attnsweep.pipelines.store import selection_record
 from attnsweep.pipelines.store.results_schema import EPOCHS_SCHEMA, RESULTS_SCHEMA, to_table
 from attnsweep.pipelines.trial.study_paths import StudyPaths
 
@@ -82,11 +84,15 @@ def read(out: Path, which: str = "results") -> pa.Table:
 
 
 def export(out: Path, dest: Path) -> int:
-    """Consolidate `<out>/results` into one Parquet file (temp + rename) -> number of rows."""
+    """Consolidate `<out>/results` into one Parquet file (temp + rename) -> number of rows. The
+    driver's choices (`selection/*.json`, variant -> record) travel in its schema metadata under
+    `attnsweep.selection`."""
     if not StudyPaths(out).results_dir.is_dir():
         raise FileNotFoundError(f"{StudyPaths(out).results_dir}: no results folder (is {out} a study output folder?)")
     check(out)
     table = read(out).sort_by([("phase", "ascending"), ("variant", "ascending"), ("split", "ascending"),
                                ("eval_set", "ascending")])
+    chosen = json.dumps(selection_record.read_all(out), allow_nan=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"attnsweep.selection": chosen.encode()})
     _write_atomic(table, dest)
     return table.num_rows

@@ -24,7 +24,7 @@ from rich.console import Console
 from attnsweep.data.atomic import remove_stale_folders, write_text
 from attnsweep.pipelines.store import parquet_store
 from attnsweep.pipelines.trial import executors
-from attnsweep.pipelines.config.compare import check_resume
+from attnsweep.pipelines.config.compare import RESOLVED, check_resume
 from attnsweep.pipelines.sweep import budget
 from attnsweep.pipelines.sweep.failed_trials import check_complete, retry_infrastructure_failures
 from attnsweep.pipelines.sweep.lock import describe, study_lock
@@ -48,15 +48,10 @@ class StudyOutputs:
 
 
 def write_study_file(study: Study, out: Path) -> Path:
-    """`<out>/study.yaml`: the validated study as it ran (read by the report), temp + rename. Its
-    `stats.baselines` holds every baseline the report cannot infer from the rows' backbone."""
-    from attnsweep.models import parse_name
-
+    """`<out>/study.yaml`: the validated study as it ran, with each variant's merged settings and
+    baseline (`resolved`, read by the report), temp + rename."""
     path = StudyPaths(out).study_file
-    data = study.model_dump(mode="json")
-    # the report's default is the backbone's name: only the other baselines need saying
-    data["stats"]["baselines"] = {v: base for v, base in study.baselines().items()
-                                  if base != parse_name(study.variant(v).model)[0]}
+    data = {**study.model_dump(mode="json"), RESOLVED: study.resolved()}
     write_text(path, yaml.safe_dump(data, sort_keys=False))
     return path
 

@@ -21,7 +21,7 @@ import pandas as pd
 from ray import tune
 
 from attnsweep.pipelines.config import selection
-from attnsweep.pipelines.store import parquet_store
+from attnsweep.pipelines.store import parquet_store, selection_record
 from attnsweep.pipelines.sweep.plan import make_trial, phase_splits
 from attnsweep.pipelines.config.study import LogRange, SearchSettings, Study
 from attnsweep.pipelines.sweep import budget
@@ -184,6 +184,8 @@ def run_search(study: Study, out: Path, variant: str, data_dir: Path, recorder: 
         _fit(study, out, "search", variant, data_dir, recorder, progress, space, remaining, search_alg,
              scheduler, poll_s, gate)
     best = best_config(out, variant, len(splits), selection_metric)
+    scores = config_scores(out, variant, len(splits), selection_metric)
+    selection_record.write(out, variant, selection_metric, len(splits), scores, best)
     recorder.store.finish_parent(variant, "search", best)
     return best
 

@@ -1,0 +1,17 @@
+"""docs/study-file.md is generated from the study file's pydantic models: it must be what
+docs/gen_study_file.py writes now (run that script after changing a model)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def test_study_file_page_is_current():
+    spec = importlib.util.spec_from_file_location("gen_study_file", DOCS / "gen_study_file.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    page = gen.render()
+    assert "| `max_concurrent` |" in page and "## `SlurmResources`" in page  # every nested model is there
+    assert (DOCS / "study-file.md").read_text() == page, "docs/study-file.md is stale: run docs/gen_study_file.py"
