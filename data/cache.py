@@ -1,5 +1,5 @@
 """The decoded image cache: every image of a dataset decoded and resized once to the study's size,
-in a uint8 `.npy` file [N, S, S, 3] that trials memory-map (and may copy to node-local scratch).
+in a uint8 `.npy` file [N, S, S, 3] that trials memory-map.
 
 Beside it: `<cache>.stats.npy` (per-image channel sums and sums of squares, for the training-set
 mean/std of any split without reading the images again) and `<cache>.json` (the source fingerprint
