@@ -22,6 +22,7 @@ def features(
     write OUT/features/usage.parquet and table3.csv and print Table 3."""
     from attnsweep.pipelines.report.features import analyse_study, log_to_study_run, settings_from_study, table3
     from attnsweep.pipelines.report.study_folder import StudyFolderError, load
+    from attnsweep.pipelines.trial.study_paths import StudyPaths
 
     split = lambda v: [x.strip() for x in v.split(",") if x.strip()]  # noqa: E731
     overrides = {k: v for k, v in {
@@ -37,7 +38,7 @@ def features(
     table = table3(rows, load(out).variant_order, settings.columns)
     typer.echo(f"Table 3: feature usage ({', '.join(dict.fromkeys(rows['test']))}; majority at p < {settings.alpha:g})")
     typer.echo(table.to_string())
-    typer.echo(f"written: {out / 'features'}")
+    typer.echo(f"written: {StudyPaths(out).features_dir}")
     if not mlflow:
         typer.echo("not logged to MLflow (--no-mlflow)")
         return

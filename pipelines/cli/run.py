@@ -59,6 +59,7 @@ def run(
     from attnsweep.pipelines.sweep.failed_trials import StudyIncomplete
     from attnsweep.pipelines.sweep.phases import NoEligibleConfig
     from attnsweep.pipelines.trial.failures import describe
+    from attnsweep.pipelines.trial.study_paths import StudyPaths
     from attnsweep.pipelines.config.trial_config import TrialConfigError
 
     # Without a terminal (a log file, a SLURM job) rich would wrap at 80 columns.
@@ -80,7 +81,7 @@ def run(
         os._exit(130)
     out_dir = result.out
     console.print(f"\n[bold]{study.name} finished[/]")
-    console.print(f"  results (Parquet): {out_dir / 'results'}   (attnsweep export {out_dir} --to results.parquet)")
+    console.print(f"  results (Parquet): {StudyPaths(out_dir).results_dir}   (attnsweep export {out_dir} --to results.parquet)")
     console.print(f"  MLflow store:      {result.tracking_uri}")
     if result.report:
         console.print(f"  report:            {result.report / 'index.html'}  and  {result.report / 'report.md'}")

@@ -186,7 +186,7 @@ def build_tables(folder: StudyFolder) -> dict[str, pd.DataFrame]:
     try:
         comp = stats.comparisons(folder.results, folder.settings, order, folder.baselines)
     except ValueError as e:  # a setting that does not fit the results, e.g. an unknown baseline
-        raise StudyFolderError(f"{folder.out / 'study.yaml'}: {e}") from None
+        raise StudyFolderError(f"{StudyPaths(folder.out).study_file}: {e}") from None
     landscape = search_landscape(folder)
     tables = {"comparisons": comp, "params": params_table(folder)}
     for metric in folder.settings.metrics:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime
 import heapq
-import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -333,9 +332,8 @@ def driver_seconds(folders: list[Path]) -> tuple[float, float, bool]:
     """(start-up before the first job, report after the last) of earlier runs, else the defaults."""
     starts, reports = [], []
     for folder in folders:
-        submitted = [_iso(r["submitted_at"]) for f in folder.glob("trials/*/*/*/jobs.json")
-                     for r in json.loads(f.read_text())[:1]]
-        results = [f.stat().st_mtime for f in folder.glob("trials/*/*/*/result.json")]
+        submitted = [_iso(r["submitted_at"]) for t in StudyPaths(folder).iter_trials() for r in t.jobs()[:1]]
+        results = [t.result_file.stat().st_mtime for t in StudyPaths(folder).iter_trials() if t.result_file.exists()]
         written = [f.stat().st_mtime for f in StudyPaths(folder).data_dir.rglob("*") if f.is_file()]
         if submitted and written:
             starts.append(min(submitted) - min(written))  # data preparation, Ray, the first submission

@@ -203,7 +203,7 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
         if changed:
             console.print(f"changed since the study last ran, no trial depends on them: {', '.join(changed)}")
     write_study_file(study, out)
-    console.print(f"[bold]{study.name}[/]: preparing {study.dataset_label} at {study.image_size}px in {out / 'data'}")
+    console.print(f"[bold]{study.name}[/]: preparing {study.dataset_label} at {study.image_size}px in {StudyPaths(out).data_dir}")
     data_dir = prepare(study.dataset, study.splits, study.image_size, out, ood=study.ood)
     first = load_split(data_dir, study.splits.names()[0])
     preflight(study, out, data_dir, min(len(load_split(data_dir, s).sets["train"]) for s in study.splits.names()))

@@ -71,7 +71,7 @@ def best_config(out: Path, variant: str, n_splits: int, metric: str = selection.
     ok = scores[scores["eligible"]]
     if ok.empty:
         raise NoEligibleConfig(f"{variant}: no search configuration finished ok on every split (see "
-                               f"{out / 'results'}); nothing to repeat")
+                               f"{StudyPaths(out).results_dir}); nothing to repeat")
     best = ok.sort_values(["score", "lr", "weight_decay"], ascending=[False, True, True]).iloc[0]
     return {"lr": float(best["lr"]), "weight_decay": float(best["weight_decay"])}
 
