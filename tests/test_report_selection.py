@@ -27,7 +27,8 @@ pytestmark = pytest.mark.slow
 def test_partial_report_names_the_drivers_choice(tmp_path):
     study = yaml.safe_load(shrunk_study(tmp_path, name="auc").read_text())
     study["train"]["selection_metric"] = "auc_roc"
-    study["search"] = {"algorithm": "grid", "lr": [0.003, 0.05], "weight_decay": [0.0, 0.001]}
+    study["train"]["epochs"] = 1
+    study["search"] = {"algorithm": "grid", "lr": [0.003, 0.05], "weight_decay": [0.0]}
     study.pop("features", None)
     path = tmp_path / "auc.yaml"
     path.write_text(yaml.safe_dump(study, sort_keys=False))
@@ -54,7 +55,7 @@ def test_partial_report_names_the_drivers_choice(tmp_path):
     client = MlflowClient(tracking_uri=f"sqlite:///{paths.mlflow_db}")
     exp = client.get_experiment_by_name("auc")
     for v, record in records.items():
-        assert record["metric"] == "auc_roc" and len(record["configurations"]) == 4
+        assert record["metric"] == "auc_roc" and len(record["configurations"]) == 2
         # the rule, recomputed from the rows: the best mean val auc_roc among all-ok configurations
         scored = []
         for (lr, wd), g in val[val.variant == v].groupby(["lr", "weight_decay"]):

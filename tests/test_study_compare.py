@@ -55,3 +55,17 @@ def test_resume_with_an_edited_study_is_refused_before_anything_is_written(tmp_p
     assert "\n" not in line and "search.lr: [0.01] -> [0.02]" in line and "train.epochs: 1 -> 2" in line, line
     assert stored.read_text() == before
     assert sorted(p.name for p in out.iterdir()) == sorted(["study.yaml", "driver.lock"])
+
+
+def test_the_saved_study_carries_each_variants_resolution(tmp_path):
+    """`<out>/study.yaml` holds every variant's merged settings and baseline (`resolved`, what the
+    report reads); `--resume` compares the study itself, not that derived section."""
+    study = load_study(one_trial_study(tmp_path))
+    out = tmp_path / "out"
+    out.mkdir()
+    saved = yaml.safe_load(write_study_file(study, out).read_text())
+    assert list(saved["resolved"]) == study.variant_ids
+    for v in study.variant_ids:
+        assert saved["resolved"][v]["baseline"] == study.baselines()[v]
+        assert saved["resolved"][v]["train"] == study.variant(v).train.model_dump(mode="json")
+    assert check_resume(saved, study.model_dump(mode="json"), "s") == []

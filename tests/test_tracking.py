@@ -3,6 +3,7 @@ and read back by pandas and duckdb) and MLflow runs on a real `mlflow server`, i
 resumed driver finds there."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import duckdb
@@ -12,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow_server import mlflow_server  # noqa: F401 (fixture)
 
-from attnsweep.pipelines.store import parquet_store
+from attnsweep.pipelines.store import parquet_store, selection_record
 from attnsweep.pipelines.store.mlflow_store import MlflowStore
 from attnsweep.pipelines.store.result_rows import TrialRef, epoch_rows, result_rows
 from attnsweep.pipelines.trial.folder import TrialFolder
@@ -98,6 +99,21 @@ def test_export_is_readable_by_pandas_and_duckdb(tmp_path):
     assert n == 3 and mean == pytest.approx(0.65)
     with pytest.raises(FileNotFoundError, match="no results folder"):
         parquet_store.export(tmp_path / "nothing", dest)
+
+
+def test_export_carries_the_drivers_choices(tmp_path):
+    ref = make_trial_folder(tmp_path, "t0")
+    parquet_store.write_trial(tmp_path, ref.trial_id, *_rows(ref, ref.folder.result()))
+    scores = pd.DataFrame({"lr": [0.01, 0.1], "weight_decay": [0.0, 0.0], "score": [0.7, None],
+                           "eligible": [True, False]})
+    path = selection_record.write(tmp_path, "resnet18+se", "auc_roc", 2, scores, {"lr": 0.01, "weight_decay": 0.0})
+    assert path == tmp_path / "selection" / "resnet18+se.json"
+    parquet_store.export(tmp_path, tmp_path / "all.parquet")
+    carried = json.loads(pq.read_schema(tmp_path / "all.parquet").metadata[b"attnsweep.selection"])
+    assert carried == {"resnet18+se": selection_record.read(tmp_path, "resnet18+se")}
+    record = carried["resnet18+se"]
+    assert record["metric"] == "auc_roc" and record["chosen"] == {"lr": 0.01, "weight_decay": 0.0, "score": 0.7}
+    assert record["configurations"][1] == {"lr": 0.1, "weight_decay": 0.0, "score": None, "eligible": False}
 
 
 def test_mlflow_runs_on_a_real_server(mlflow_server, tmp_path):  # noqa: F811
