@@ -80,18 +80,20 @@ def landscape_plot(landscape: pd.DataFrame, dataset: str, order: list[str], path
     """lr x wd map of the mean validation selection metric per variant: a heatmap for a grid search,
     a scatter on log axes for a sampled (TPE) search. One colour scale for the whole dataset."""
     land = landscape[landscape["dataset"] == dataset]
+    metric = land["metric"].iloc[0] if len(land) else "balanced_accuracy"
+    scale = 1 if metric == "loss" else 100  # fractions in percent; a loss as it is
     variants = [v for v in order if v in set(land["variant"])]
     cols = min(3, len(variants))
     rows = -(-len(variants) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.1 * rows), squeeze=False,
                              layout="constrained")
-    vmin, vmax = 100 * land["val_mean"].min(), 100 * land["val_mean"].max()
+    vmin, vmax = scale * land["val_mean"].min(), scale * land["val_mean"].max()
     for ax in axes.flat[len(variants):]:
         ax.axis("off")
     for ax, v in zip(axes.flat, variants):
         lv = land[land["variant"] == v]
         if _is_grid(lv):
-            grid = lv.pivot(index="weight_decay", columns="lr", values="val_mean") * 100
+            grid = lv.pivot(index="weight_decay", columns="lr", values="val_mean") * scale
             im = ax.imshow(grid.to_numpy(), cmap="viridis", vmin=vmin, vmax=vmax, origin="lower",
                            aspect="auto")
             ax.set_xticks(range(grid.shape[1]), [f"{x:g}" for x in grid.columns], fontsize=7)
@@ -101,7 +103,7 @@ def landscape_plot(landscape: pd.DataFrame, dataset: str, order: list[str], path
                     ax.text(j, i, f"{val:.1f}", ha="center", va="center", fontsize=7,
                             color="white" if val < (vmin + vmax) / 2 else "black")
         else:
-            im = ax.scatter(lv["lr"], lv["weight_decay"], c=100 * lv["val_mean"],
+            im = ax.scatter(lv["lr"], lv["weight_decay"], c=scale * lv["val_mean"],
                             cmap="viridis", vmin=vmin, vmax=vmax, s=40)
             ax.set_xscale("log")
             lo, hi = lv["lr"].min() / 1.5, lv["lr"].max() * 1.5
@@ -115,8 +117,7 @@ def landscape_plot(landscape: pd.DataFrame, dataset: str, order: list[str], path
         ax.set_title(v, fontsize=9)
         ax.set_xlabel("lr", fontsize=8)
         ax.set_ylabel("weight decay", fontsize=8)
-    metric = land["metric"].iloc[0] if len(land) else "balanced_accuracy"
-    fig.colorbar(im, ax=axes.ravel().tolist(), label=f"val {metric} (%)", shrink=0.8)
+    fig.colorbar(im, ax=axes.ravel().tolist(), label=f"val {metric}" + ("" if scale == 1 else " (%)"), shrink=0.8)
     fig.suptitle(f"{dataset}: search landscape (mean over the search splits)", fontsize=10)
     return _save(fig, path)
 
