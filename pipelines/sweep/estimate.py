@@ -223,7 +223,7 @@ def measured_trainings(folders: list[Path]) -> list[Measured]:
             ws = int(result.get("world_size") or 1)
             cores = threads * ws if kind == "slurm" or not max_concurrent else \
                 min(threads * ws, machine_cpus() / max_concurrent)
-            best = d / "best.pt"
+            best = TrialFolder(d).best_file
             found.append(Measured(config["model"], int(config["image_size"]), kind, ws, int(result["n_train"]),
                                   len(lines), statistics.median(seconds), max(0.0, wall - sum(seconds)), cores,
                                   3 * best.stat().st_size if best.exists() else 0))
