@@ -14,7 +14,7 @@ plus a per-image cost that dominates small images on a CPU); it is marked uncali
 Schedule. The same rules as `scheduler` and `budget`: every variant's search starts at once, a
 search configuration holds one job per search split (a variant runs at most
 max_concurrent // search_splits of them at once), a variant's repeats become ready when its search
-ends, waiting trials start in the gate's order (`budget.Gate`) as soon as their jobs fit. ASHA is not modelled
+ends, waiting trials start in the budget's order (`budget.Budget`) as soon as their jobs fit. ASHA is not modelled
 (every configuration runs all its epochs): an upper estimate for a study that uses it."""
 from __future__ import annotations
 
@@ -276,7 +276,7 @@ def job_estimate(study: Study, p: PhaseWork, n_train: int, measured: list[Measur
 
 def simulate(study: Study, rows: list[PhaseWork], job_seconds: dict[str, float], budget: int) -> Schedule:
     """Event simulation of the study's trials under a budget of `budget` jobs (see the module doc)."""
-    from attnsweep.pipelines.sweep.budget import Gate
+    from attnsweep.pipelines.sweep.budget import Budget
     from attnsweep.pipelines.sweep.scheduler import start_order
 
     by_variant = {v: {p.phase: p for p in rows if p.variant == v} for v in study.variant_ids}
@@ -300,9 +300,9 @@ def simulate(study: Study, rows: list[PhaseWork], job_seconds: dict[str, float],
             push(0.0, v, "repeat", by_variant[v]["repeat"].splits, 1)
     free, t, events, job_s = budget, 0.0, [], 0.0
     sched = Schedule(0.0, 0.0, budget)
-    gate = Gate(budget, study.baselines(), study.variant_ids)  # only its order: who goes first
+    order = Budget(budget, study.baselines(), study.variant_ids)  # only its order: who goes first
     while ready or events:
-        for item in sorted(ready, key=lambda r: (gate.priority(r[2], r[3]), r[1])):  # the gate's order, first fit
+        for item in sorted(ready, key=lambda r: (order.priority(r[2], r[3]), r[1])):  # the budget's order, first fit
             _, _, v, phase, jobs = item
             if jobs > free or (phase == "search" and running_search[v] >= search_cap):
                 continue
@@ -317,7 +317,7 @@ def simulate(study: Study, rows: list[PhaseWork], job_seconds: dict[str, float],
         sched.phase_end[phase] = max(sched.phase_end.get(phase, 0.0), t)
         sched.variant_end[v] = max(sched.variant_end.get(v, 0.0), t)
         if phase == "repeat":
-            gate.repeats_done[v] = gate.repeats_done.get(v, 0) + 1
+            order.repeats_done[v] = order.repeats_done.get(v, 0) + 1
         if phase == "search":
             running_search[v] -= 1
             left_search[v] -= 1
