@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import heapq
 import json
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +37,40 @@ CPU_CORE_TFLOPS = 0.075
 CPU_IMAGE_S, GPU_IMAGE_S = 0.004, 0.0002
 # Per training without a measurement: job start, imports, data loading, the final evaluation.
 STARTUP_S = {"debug": 5.0, "local": 25.0, "slurm": 60.0}
-# Per study without a measurement: driver start, data preparation, Ray; and the report at the end.
+# Per study without a measurement: driver start, data preparation, the model check; and the report at the end.
 DRIVER_S, REPORT_S = 60.0, 45.0
+# The driver's memory while it follows its jobs (the PSS of its process tree), as bench/driver_scale.py
+# measured it with 16-256 SLURM jobs at once: a base (its libraries, MLflow, the study) and a little
+# per job it follows at once. The report at the end loads torch for the explanations: about 1 GB more.
+DRIVER_BASE_GB, DRIVER_PER_JOB_MB = 0.55, 1.0
+
+
+def driver_memory_gb(jobs_at_once: int) -> float:
+    return DRIVER_BASE_GB + DRIVER_PER_JOB_MB * jobs_at_once / 1024
+
+
+def driver_allocation_gb(env=None) -> float | None:
+    """The memory of the SLURM job this process runs in (sbatch --mem, or --mem-per-cpu x CPUs), else None."""
+    import os
+
+    env = os.environ if env is None else env
+    if "SLURM_MEM_PER_NODE" in env:
+        return int(env["SLURM_MEM_PER_NODE"]) / 1024
+    if "SLURM_MEM_PER_CPU" in env:
+        return int(env["SLURM_MEM_PER_CPU"]) * int(env.get("SLURM_CPUS_ON_NODE", "1")) / 1024
+    return None
+
+
+def driver_memory_line(jobs_at_once: int, env=None) -> tuple[str, bool]:
+    """What the driver needs for `jobs_at_once` jobs, and whether that exceeds its SLURM job's memory."""
+    need, have = driver_memory_gb(jobs_at_once), driver_allocation_gb(env)
+    line = f"driver: about {need:.1f} GB of memory and 1 CPU to follow {jobs_at_once} jobs at once"
+    if have is None:
+        return line, False
+    if need > have:
+        return (f"{line}, more than the {have:.1f} GB of its SLURM job: give it more "
+                f"(sbatch --mem={math.ceil(need + 1)}G slurm/sweep.sbatch ...) or lower max_concurrent"), True
+    return f"{line} (its SLURM job has {have:.1f} GB)", False
 # Checkpoint write rate (checkpoint.pt: weights, optimizer state; every epoch).
 CHECKPOINT_BYTES_PER_S = 150e6
 

@@ -175,6 +175,11 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
     from attnsweep.pipelines.sweep.tracking import Recorder
 
     check_output_folder(out, resume)
+    from attnsweep.pipelines.sweep.estimate import driver_memory_line
+
+    driver, short = driver_memory_line(study.max_concurrent)
+    if short:
+        console.print(f"[yellow]warning: {driver}[/]")
     parquet_store.check(out)  # a damaged or foreign results file: one line now, not a traceback mid-study
     stored = out / "study.yaml"
     if resume and stored.exists():

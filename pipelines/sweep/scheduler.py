@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ray.tune.schedulers import TrialScheduler
@@ -31,6 +32,7 @@ from attnsweep.pipelines.sweep.watcher import FOLDER_POLL_S, JobWatcher
 
 log = logging.getLogger(__name__)
 TICK_S = 0.2  # the loop's turn: local jobs' ends, admissions, phase changes (no file or SLURM call)
+SUBMITTERS = 8  # submissions side by side
 
 
 def start_order(study: Study) -> list[str]:
@@ -49,6 +51,7 @@ class StudyLoop:
         self.phases: dict[str, Phase] = {}  # variant -> its running phase
         self.errors: dict[str, BaseException] = {}
         self._ids = itertools.count()
+        self._submitter = ThreadPoolExecutor(SUBMITTERS, thread_name_prefix="submit")
 
     def live(self) -> list[TuneTrial]:
         return [tt for p in self.phases.values() for tt in p.live.values()]
@@ -164,6 +167,7 @@ class StudyLoop:
         """Start Tune trials while the budget has room, the waiting phase that comes first first."""
         waiting = sorted((p for p in self.phases.values() if p.wants_more()),
                          key=lambda p: self.budget.priority(p.variant, p.phase))
+        started = []
         for phase in waiting:
             while phase.wants_more() and self.budget.fits(phase.jobs):
                 trial_id = f"{phase.phase}-{phase.variant}-{next(self._ids)}"
@@ -183,7 +187,16 @@ class StudyLoop:
                 self.budget.take(phase.jobs)
                 if self.progress:
                     self.progress.started(phase.variant, phase.phase)
-                self._start(phase, tt)
+                started.append((phase, tt))
+        # Side by side: an sbatch waits on the controller (0.1 s, more when it is busy), and a
+        # hundred in a row would keep the slots of the first jobs idle meanwhile.
+        submissions = [(p, tt, self._submitter.submit(tt.start, self.study.name, self.study.max_concurrent))
+                       for p, tt in started]
+        for phase, tt, submission in submissions:
+            try:
+                submission.result()
+            except Exception as err:  # noqa: BLE001 -- a submission that fails is a failure of the trial
+                self._failed(phase, tt, f"{type(err).__name__}: {err}")
 
 
 def run_variants(study: Study, out: Path, data_dir: Path, recorder, progress, poll_s: float = FOLDER_POLL_S) -> None:
