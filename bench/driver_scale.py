@@ -9,7 +9,8 @@ with N jobs at once (4 variants; a grid of N/8 configurations x 2 search splits,
 splits each: 2N jobs in all, `max_concurrent: N`, `--no-report`) and prints one line:
 
     jobs N: driver X GB peak, Y MB per job, cpu Z s per job, sacct A/min, squeue B/min, sbatch C/min,
-            fs D ops/s (E per job per 5 s), occupancy F, end->next start G s (median)
+            fs D ops/s: trial folders E per job per 5 s (polls P), MLflow store M/s, occupancy F,
+            end->next start G s (median)
 
 - driver: the PSS of the driver's process tree (the driver and everything it started), summed, its
   peak over the run (sampled every second); MB per job: that peak above the smallest N's, divided
@@ -17,8 +18,11 @@ splits each: 2N jobs in all, `max_concurrent: N`, `--no-report`) and prints one 
 - cpu: the tree's CPU seconds (user + system) divided by the jobs of the study.
 - sacct/squeue/sbatch: calls per minute of the run, counted by wrappers first on the driver's PATH.
 - fs: path system calls (open, stat, rename, ...) on the study folder by the driver's processes,
-  counted with strace (`--seccomp-bpf`, so other system calls are not slowed); per job per 5 s: that
-  rate divided by the jobs at once, times 5.
+  counted with strace (`--seccomp-bpf`, so other system calls are not slowed), in all; those on
+  trial folders per job per 5 s, and among them the polls (a `stat` of the trial folder itself,
+  what the driver does per job whether or not anything happened; the rest are reads and writes
+  when something did: a submission, an epoch, a result); and those of the MLflow sqlite store in
+  the study folder (its journal, per recording).
 - occupancy: job-seconds (from each job's submission to its `ended_at`) / (N x the span from the
   first submission to the last end). end->next start: for each job's end, the time to the next
   submission after it (median).
@@ -34,6 +38,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -66,7 +71,7 @@ def study_file(folder: Path, n: int, epochs: int) -> Path:
         "splits": {"val_fraction": 0.2, "test_fraction": 0.2, "search_splits": 2, "repeat_splits": max(1, n // 4)},
         "executor": {"kind": "slurm", "slurm": {"cpus_per_task": 1, "mem_gb": 0.05, "timeout_min": 120}},
         "max_concurrent": n,
-        "max_failures": 0,
+        "max_failures": 2,  # the test cluster's one slurmd, launching 100+ steps on 2 cores, loses some
     }
     path = folder / f"driver_scale_{n}.yaml"
     path.write_text(yaml.safe_dump(study, sort_keys=False))
@@ -167,10 +172,7 @@ def run_one(n: int, work: Path, env: dict[str, str], epochs: int, epoch_s: float
     counts = {name: 0 for name in COUNTED}
     for line in calls.read_text().split():
         counts[line] += 1
-    fs_ops = None
-    if use_strace:
-        prefix = str(out.resolve())
-        fs_ops = sum(1 for line in trace.open(errors="replace") if prefix in line)
+    fs = fs_ops(trace, out) if use_strace else None
     starts = sorted(s for s, _ in spans)
     gaps = []
     for _, end in spans:
@@ -181,21 +183,42 @@ def run_one(n: int, work: Path, env: dict[str, str], epochs: int, epoch_s: float
     return {"n": n, "jobs": len(spans), "peak_pss": sampler.peak_pss, "cpu_s": sum(sampler.cpu.values()),
             "processes": sampler.processes, "wall_s": wall, "span_s": last - first,
             "per_min": {k: v / minutes for k, v in counts.items()},
-            "fs_per_s": None if fs_ops is None else fs_ops / (last - first),
+            "fs": None if fs is None else {k: v / (last - first) for k, v in fs.items()},
             "occupancy": job_s / (n * (last - first)), "gap_s": statistics.median(gaps) if gaps else float("nan")}
 
 
 def line(r: dict, base: dict) -> str:
     extra = r["n"] - base["n"]
     per_job = (r["peak_pss"] - base["peak_pss"]) / extra / 2**20 if extra else float("nan")
-    fs = "fs n/a" if r["fs_per_s"] is None else \
-        f"fs {r['fs_per_s']:.1f} ops/s ({r['fs_per_s'] / r['n'] * 5:.2f} per job per 5 s)"
+    f = r["fs"]
+    fs = "fs n/a" if f is None else \
+        (f"fs {f['all']:.0f} ops/s: trial folders {(f['polls'] + f['trial_events']) / r['n'] * 5:.2f} per job per 5 s "
+         f"(polls {f['polls'] / r['n'] * 5:.2f}), MLflow store {f['mlflow']:.0f}/s")
     m = r["per_min"]
     return (f"jobs {r['n']}: driver {r['peak_pss'] / 2**30:.2f} GB peak, {per_job:.1f} MB per job, "
             f"cpu {r['cpu_s'] / r['jobs']:.2f} s per job, sacct {m['sacct']:.1f}/min, squeue {m['squeue']:.1f}/min, "
             f"sbatch {m['sbatch']:.1f}/min, {fs}, occupancy {r['occupancy']:.2f}, "
             f"end->next start {r['gap_s']:.1f} s (median); {r['jobs']} jobs in {r['span_s']:.0f} s, "
             f"{r['processes']} processes at most")
+
+
+def fs_ops(trace: Path, out: Path) -> dict[str, int]:
+    """The strace lines on the study folder: polls of trial folders, other trial-folder calls, the
+    MLflow store (mlflow.db*, mlartifacts), the rest."""
+    prefix = str(out.resolve())
+    trials = re.compile(re.escape(prefix) + r'/trials/[^/"]+/[^/"]+/[0-9a-f]+(/?)([^"]*)"')
+    counts = {"all": 0, "polls": 0, "trial_events": 0, "mlflow": 0}
+    for line in trace.open(errors="replace"):
+        if prefix not in line:
+            continue
+        counts["all"] += 1
+        m = trials.search(line)
+        if m:
+            poll = not m.group(2) and ("stat" in line.split("(")[0])
+            counts["polls" if poll else "trial_events"] += 1
+        elif f"{prefix}/mlflow.db" in line or f"{prefix}/mlartifacts" in line:
+            counts["mlflow"] += 1
+    return counts
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ class Recordings:
         self.recorder = recorder
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="record")
         self._pending: dict[str, list[Future]] = {}  # variant -> its recordings not yet seen done
+        self._progress_queued: set[str] = set()  # trial ids whose epoch logging waits in the queue
 
     def later(self, variant: str, record, *args) -> None:
         self._pending.setdefault(variant, []).append(self._writer.submit(record, *args))
@@ -59,7 +60,19 @@ class Recordings:
         self.raise_failed()
 
     def epoch(self, variant: str, trials: list[Trial]) -> None:
-        self.later(variant, lambda: [self.recorder.log_progress(t) for t in trials])
+        """Log the trials' new epochs to MLflow. A trial whose epochs wait to be logged already is
+        not queued again (the logging reads every epoch so far), so a writer that fell behind
+        catches up instead of logging one epoch per turn."""
+        new = [t for t in trials if t.ref.trial_id not in self._progress_queued]
+        self._progress_queued.update(t.ref.trial_id for t in new)
+
+        def log() -> None:
+            for t in new:
+                self._progress_queued.discard(t.ref.trial_id)
+                self.recorder.log_progress(t)
+
+        if new:
+            self.later(variant, log)
 
     def close(self, variant: str, trials: list[Trial], status: str, error: str | None = None) -> None:
         self.later(variant, lambda: [close(self.recorder, t, status, error) for t in trials])
