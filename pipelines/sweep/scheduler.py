@@ -32,7 +32,7 @@ from attnsweep.pipelines.sweep.watcher import FOLDER_POLL_S, JobWatcher
 
 log = logging.getLogger(__name__)
 TICK_S = 0.2  # the loop's turn: local jobs' ends, admissions, phase changes (no file or SLURM call)
-SUBMITTERS = 16  # submissions side by side
+SUBMITTERS = 8  # submissions side by side (each an sbatch process while it waits)
 
 
 def start_order(study: Study) -> list[str]:
