@@ -2,9 +2,9 @@
 
 import pytest
 
-from slurm_cluster import slurm_cluster, slurm_cluster_2nodes  # noqa: F401  (fixtures)
+from slurm_cluster import slurm_cluster, slurm_cluster_2nodes, slurm_cluster_wide  # noqa: F401  (fixtures)
 
-SLURM_FIXTURES = {"slurm_cluster", "slurm_cluster_2nodes"}
+SLURM_FIXTURES = {"slurm_cluster", "slurm_cluster_2nodes", "slurm_cluster_wide"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -49,9 +49,10 @@ def require_slurm_or_skip(reason: str) -> None:
     pytest.skip(f"SLURM test cluster cannot run here: {reason}")
 
 
-def start_cluster(directory: Path, nodes: int = 1) -> SlurmCluster:
-    """Starts a cluster in `directory` (new or empty); skips or fails with start.sh's reason."""
-    cmd = [str(SCRIPTS / "start.sh"), str(directory), "--nodes", str(nodes)]
+def start_cluster(directory: Path, nodes: int = 1, cpus: int | None = None) -> SlurmCluster:
+    """Starts a cluster in `directory` (new or empty); skips or fails with start.sh's reason.
+    `cpus`: what each node declares (default: this machine's), more to run more jobs at once."""
+    cmd = [str(SCRIPTS / "start.sh"), str(directory), "--nodes", str(nodes), *(["--cpus", str(cpus)] if cpus else [])]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=START_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -83,10 +84,11 @@ def _read_exports(env_sh: Path) -> Iterator[tuple[str, str]]:
             yield name, value
 
 
-def _running_cluster(tmp_path_factory: pytest.TempPathFactory, nodes: int) -> Iterator[SlurmCluster]:
+def _running_cluster(tmp_path_factory: pytest.TempPathFactory, nodes: int, cpus: int | None = None
+                     ) -> Iterator[SlurmCluster]:
     directory = tmp_path_factory.mktemp(f"slurm{nodes}n")
     try:
-        yield start_cluster(directory, nodes)
+        yield start_cluster(directory, nodes, cpus)
     finally:
         stop_cluster(directory)
 
@@ -99,3 +101,9 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
 @pytest.fixture(scope="session")
 def slurm_cluster_2nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
     yield from _running_cluster(tmp_path_factory, nodes=2)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster_wide(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    """One node that declares 40 CPUs: room for the driver tests' dozens of stand-in jobs at once."""
+    yield from _running_cluster(tmp_path_factory, nodes=1, cpus=40)

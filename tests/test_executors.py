@@ -91,26 +91,3 @@ def test_local_jobs_side_by_side_share_the_cores(data_dir, tmp_path):  # noqa: F
         assert job.exception() is None, job.exception()
     threads = [TrialFolder(d).result()["cpu_threads"] for d in (*dirs, tmp_path / "alone")]
     assert threads == [max(1, machine_cpus() // 2)] * 2 + [machine_cpus()]
-
-
-def test_a_local_job_started_from_a_ray_trainable_runs_at_the_drivers_niceness(tmp_path):
-    """Ray renices its worker processes (+15 by default), and the study's trainables submit the
-    local jobs from them: the driver's Ray runtime keeps its workers, and so the jobs, at its own."""
-    import os
-
-    import ray
-
-    from attnsweep.pipelines.config.study import load_study
-    from attnsweep.pipelines.sweep.orchestrate import ray_runtime
-    from attnsweep.pipelines.trial.executors import make_executor
-
-    @ray.remote
-    def niceness_of_a_local_job(folder: str) -> tuple[int, int]:
-        job = make_executor(ExecutorSpec(kind="local"), tmp_path / folder).submit(os.getpriority, os.PRIO_PROCESS, 0)
-        return os.getpriority(os.PRIO_PROCESS, 0), job.result()
-
-    study = load_study(REPO / "studies" / "demo.yaml")
-    with ray_runtime(study, tmp_path):
-        worker, job = ray.get(niceness_of_a_local_job.remote("jobs"))
-    driver = os.getpriority(os.PRIO_PROCESS, 0)
-    assert (worker, job) == (driver, driver)

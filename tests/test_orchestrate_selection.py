@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from mlflow import MlflowClient
@@ -17,7 +16,7 @@ from attnsweep.pipelines.sweep.phases import best_config, config_scores
 from attnsweep.pipelines.sweep.plan import make_trial
 from attnsweep.pipelines.config.study import load_study
 from attnsweep.pipelines.sweep.tracking import Recorder
-from attnsweep.pipelines.sweep.tune_callback import TrackerCallback, close
+from attnsweep.pipelines.sweep.recording import Recordings, close
 
 DEMO = Path(__file__).resolve().parents[1] / "studies" / "demo.yaml"
 VARIANT = "resnet18"
@@ -135,25 +134,23 @@ def test_search_score_rule():
     assert selection.score(None, "accuracy") < selection.score(0.0, "accuracy")
 
 
-def test_a_recording_that_fails_in_the_writer_thread_ends_the_tuner(tmp_path):
-    # The callback hands the recording to its writer thread and returns; the error (here a real
-    # OSError: the results folder is a file) ends the Tuner at its next step, and wait() says it too.
+def test_a_recording_that_fails_in_the_writer_thread_ends_the_study(tmp_path):
+    # The loop hands the recording to the writer thread and goes on; the error (here a real
+    # OSError: the results folder is a file) comes at the loop's next turn, and wait() says it too.
     study = load_study(DEMO)
     out = tmp_path
     (out / "results").write_text("not a folder")
     store = MlflowStore(f"sqlite:///{out / 'mlflow.db'}", study.name, out)
-    tracker = TrackerCallback(Recorder(study, out, store, ["val", "test"], None), "search", VARIANT, out / "data")
+    recordings = Recordings(Recorder(study, out, store, ["val", "test"], None))
     trial = _trial(study, out, "search-0", 0.01, [0.5, 0.6], "ok")
-    tune_trial = SimpleNamespace(trial_id="t1", config={"lr": 0.01, "weight_decay": 0.0}, last_result={"status": "ok"})
-    tracker.on_trial_complete(iteration=1, trials=[tune_trial], trial=tune_trial)  # returns: the writer records
+    recordings.close(VARIANT, [trial], "stopped")  # returns: the writer records
     with pytest.raises(OSError):
-        tracker.wait()
+        recordings.wait()
     with pytest.raises(OSError):
-        tracker.on_step_begin(iteration=2, trials=[tune_trial])
-    assert not parquet_store.is_recorded(out, trial.ref.trial_id)
+        recordings.raise_failed()
+    assert recordings.idle(VARIANT) and not parquet_store.is_recorded(out, trial.ref.trial_id)
     (out / "results").unlink()
-    retried = SimpleNamespace(trial_id="t2", config=tune_trial.config, last_result={"status": "ok"})
-    tracker.on_trial_complete(iteration=3, trials=[retried], trial=retried)  # the writer goes on
+    recordings.close(VARIANT, [trial], "stopped")  # the writer goes on
     with pytest.raises(OSError):
-        tracker.wait()  # once the next recording is written; the first error stays
+        recordings.wait()  # once the next recording is written; the first error stays
     assert parquet_store.is_recorded(out, trial.ref.trial_id)

@@ -1,5 +1,5 @@
-"""The study-wide schedule: every variant's phases at once under one job budget (real Ray Tune, real
-submitit local jobs, real MLflow sqlite store), per-variant settings end to end, and the dry-run's
+"""The study-wide schedule: every variant's phases at once under one job budget (Ray Tune's searchers
+in the driver's loop, real submitit local jobs, real MLflow sqlite store), per-variant settings end to end, and the dry-run's
 simulation of the schedule.
 
 The resume test holds every job after its first epoch (`pipelines/trial/hold.py`), so the driver is
@@ -19,46 +19,24 @@ from orchestrate_setup import Driver, epochs_of, expected_trainings, jobs_of, ki
 
 from attnsweep.pipelines.config.study import load_study
 from attnsweep.pipelines.sweep import estimate
-from attnsweep.pipelines.sweep.budget import Gate
+from attnsweep.pipelines.sweep.budget import Budget
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-# ---- the gate and the simulation (no Ray) ----------------------------------------------------------
+# ---- the budget and the simulation ----------------------------------------------------------
 
-def test_gate_admits_baselines_then_repeats_closest_to_a_comparison_then_searches():
-    gate = Gate(2, {"base": "base", "a": "base", "b": "base"}, ["base", "a", "b"])
-    gate.repeats_done = {"a": 0, "b": 3}
-    assert gate.try_acquire("a", "search", 2, "t1")  # nobody else asked: no job stays idle
-    assert not gate.try_acquire("base", "search", 2, "t2") and not gate.try_acquire("b", "repeat", 1, "t3")  # full
-    gate.release("a", "search", "t1")
-    assert not gate.try_acquire("b", "repeat", 1, "t4")  # the waiting baseline fits and comes first
-    assert gate.try_acquire("base", "search", 2, "t5")
-    gate.release("base", "search", "t5")
-    assert not gate.try_acquire("a", "repeat", 1, "t6")  # b has more repeats done: its comparison is closer
-    assert gate.try_acquire("b", "repeat", 1, "t7")
-    assert gate.try_acquire("a", "repeat", 1, "t8")
-    assert gate.used == 2 and not gate.try_acquire("b", "repeat", 1, "t9")
-    gate.release("b", "repeat", "t7")
-    assert gate.repeats_done["b"] == 4 and gate.used == 1
-    gate.withdraw("b", "repeat")
-    assert gate.try_acquire("a", "repeat", 1, "t10")
-
-
-def test_gate_admits_a_lookahead_whose_jobs_wait_for_their_grant(tmp_path):
-    # budget 2, lookahead 2: a trial is admitted (its actor starts) while the jobs before it run;
-    # its grant file appears when they end, and not before.
-    gate = Gate(2, {"base": "base", "a": "base"}, ["base", "a"], grants=tmp_path, lookahead=2)
-    assert gate.try_acquire("a", "search", 2, "t1") and (tmp_path / "t1").exists()
-    assert gate.try_acquire("base", "search", 2, "t2")  # admitted ahead of the budget ...
-    assert not (tmp_path / "t2").exists() and gate.used == 2  # ... but not granted
-    assert not gate.try_acquire("base", "repeat", 1, "t3")  # budget and lookahead are full
-    gate.release("a", "search", "t1")
-    assert (tmp_path / "t2").exists() and gate.used == 2
-    gate.give_back("t2")  # also an admitted trial that never started frees its jobs
-    assert gate.used == 0 and gate.try_acquire("base", "repeat", 1, "t4") and (tmp_path / "t4").exists()
-    with pytest.raises(ValueError, match="grants folder"):
-        Gate(2, {}, [], lookahead=1)
+def test_budget_goes_to_baselines_then_repeats_closest_to_a_comparison_then_searches():
+    b = Budget(2, {"base": "base", "a": "base", "b": "base"}, ["base", "a", "b"])
+    b.repeats_done = {"a": 0, "b": 3}
+    order = sorted([("a", "search"), ("b", "repeat"), ("a", "repeat"), ("base", "search")], key=lambda k: b.priority(*k))
+    assert order == [("base", "search"), ("b", "repeat"), ("a", "repeat"), ("a", "search")]
+    b.take(2)
+    assert not b.fits(1)
+    b.give_back(1, "b", "repeat")
+    assert b.fits(1) and not b.fits(2) and b.repeats_done["b"] == 4
+    b.give_back(1, "a", "search")
+    assert b.used == 0 and b.repeats_done["a"] == 0  # a search trial is no repeat
 
 
 def test_simulated_schedule_starts_every_variant_at_once_and_meets_the_lower_bound():

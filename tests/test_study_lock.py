@@ -5,11 +5,8 @@ driver is SIGKILLed its lock is stale: `run` points at `--resume`, and `--resume
 finishes the study (fields no trial depends on edited) with one training, one job per driver, no duplicate row or MLflow run."""
 from __future__ import annotations
 
-import hashlib
 import json
 import socket
-import tempfile
-from pathlib import Path
 
 import pytest
 import yaml
@@ -39,9 +36,6 @@ def test_second_driver_refused_and_stale_lock_taken_over_by_resume(tmp_path):
     finally:
         first.cleanup()
 
-    key = hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:8]
-    ray_temp = Path(tempfile.gettempdir()) / f"as-ray-{key}-{first.proc.pid}"  # the killed driver's
-    assert ray_temp.is_dir()
     fresh = run_attnsweep("run", str(study), "--out", str(out))
     assert fresh.returncode == 2 and "pass --resume" in fresh.stderr, fresh.stderr
     edited = yaml.safe_load(study.read_text())  # fields no trial depends on may change on --resume
@@ -53,7 +47,7 @@ def test_second_driver_refused_and_stale_lock_taken_over_by_resume(tmp_path):
     assert "no trial depends on them:" in said and "description" in said and "max_concurrent" in said, said
     assert f"taking over the lock of a driver that is gone (host {socket.gethostname()}, pid {first.proc.pid}" \
         in resumed.stdout
-    assert not StudyPaths(out).driver_file.exists() and not ray_temp.exists()
+    assert not StudyPaths(out).driver_file.exists()
     c = counts(out)
     print(f"\nattack 1 (two drivers): second driver rc=2 '{line}'; after --resume: {c}")
     assert c["trainings"] == 1 and c["jobs"] == 2 and c["epochs"] == 2 and c["duplicates"] == 0

@@ -137,6 +137,8 @@ def print_plan(study) -> None:
     epochs = sum(p.trainings * p.epochs for p in rows)
     console.print(f"{len(study.variant_ids)} variants x {len({p.phase for p in rows})} phases: {trainings} trainings, "
                   f"{epochs} epochs")
+    driver, short = estimate.driver_memory_line(study.max_concurrent)
+    console.print(f"[yellow]warning: {driver}[/]" if short else driver)
     if not jobs:
         console.print("estimated compute time: unknown (set estimate.train_images in the study)")
         return

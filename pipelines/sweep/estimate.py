@@ -14,12 +14,13 @@ plus a per-image cost that dominates small images on a CPU); it is marked uncali
 Schedule. The same rules as `scheduler` and `budget`: every variant's search starts at once, a
 search configuration holds one job per search split (a variant runs at most
 max_concurrent // search_splits of them at once), a variant's repeats become ready when its search
-ends, waiting trials start in the gate's order (`budget.Gate`) as soon as their jobs fit. ASHA is not modelled
+ends, waiting trials start in the budget's order (`budget.Budget`) as soon as their jobs fit. ASHA is not modelled
 (every configuration runs all its epochs): an upper estimate for a study that uses it."""
 from __future__ import annotations
 
 import datetime
 import heapq
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +38,40 @@ CPU_CORE_TFLOPS = 0.075
 CPU_IMAGE_S, GPU_IMAGE_S = 0.004, 0.0002
 # Per training without a measurement: job start, imports, data loading, the final evaluation.
 STARTUP_S = {"debug": 5.0, "local": 25.0, "slurm": 60.0}
-# Per study without a measurement: driver start, data preparation, Ray; and the report at the end.
+# Per study without a measurement: driver start, data preparation, the model check; and the report at the end.
 DRIVER_S, REPORT_S = 60.0, 45.0
+# The driver's memory while it follows its jobs (the PSS of its process tree), as bench/driver_scale.py
+# measured it with 16-256 SLURM jobs at once: a base (its libraries, MLflow, the study) and a little
+# per job it follows at once. The report at the end loads torch for the explanations: about 1 GB more.
+DRIVER_BASE_GB, DRIVER_PER_JOB_MB = 0.55, 1.0
+
+
+def driver_memory_gb(jobs_at_once: int) -> float:
+    return DRIVER_BASE_GB + DRIVER_PER_JOB_MB * jobs_at_once / 1024
+
+
+def driver_allocation_gb(env=None) -> float | None:
+    """The memory of the SLURM job this process runs in (sbatch --mem, or --mem-per-cpu x CPUs), else None."""
+    import os
+
+    env = os.environ if env is None else env
+    if "SLURM_MEM_PER_NODE" in env:
+        return int(env["SLURM_MEM_PER_NODE"]) / 1024
+    if "SLURM_MEM_PER_CPU" in env:
+        return int(env["SLURM_MEM_PER_CPU"]) * int(env.get("SLURM_CPUS_ON_NODE", "1")) / 1024
+    return None
+
+
+def driver_memory_line(jobs_at_once: int, env=None) -> tuple[str, bool]:
+    """What the driver needs for `jobs_at_once` jobs, and whether that exceeds its SLURM job's memory."""
+    need, have = driver_memory_gb(jobs_at_once), driver_allocation_gb(env)
+    line = f"driver: about {need:.1f} GB of memory and 1 CPU to follow {jobs_at_once} jobs at once"
+    if have is None:
+        return line, False
+    if need > have:
+        return (f"{line}, more than the {have:.1f} GB of its SLURM job: give it more "
+                f"(sbatch --mem={math.ceil(need + 1)}G slurm/sweep.sbatch ...) or lower max_concurrent"), True
+    return f"{line} (its SLURM job has {have:.1f} GB)", False
 # Checkpoint write rate (checkpoint.pt: weights, optimizer state; every epoch).
 CHECKPOINT_BYTES_PER_S = 150e6
 
@@ -277,7 +310,7 @@ def job_estimate(study: Study, p: PhaseWork, n_train: int, measured: list[Measur
 
 def simulate(study: Study, rows: list[PhaseWork], job_seconds: dict[str, float], budget: int) -> Schedule:
     """Event simulation of the study's trials under a budget of `budget` jobs (see the module doc)."""
-    from attnsweep.pipelines.sweep.budget import Gate
+    from attnsweep.pipelines.sweep.budget import Budget
     from attnsweep.pipelines.sweep.scheduler import start_order
 
     by_variant = {v: {p.phase: p for p in rows if p.variant == v} for v in study.variant_ids}
@@ -301,9 +334,9 @@ def simulate(study: Study, rows: list[PhaseWork], job_seconds: dict[str, float],
             push(0.0, v, "repeat", by_variant[v]["repeat"].splits, 1)
     free, t, events, job_s = budget, 0.0, [], 0.0
     sched = Schedule(0.0, 0.0, budget)
-    gate = Gate(budget, study.baselines(), study.variant_ids)  # only its order: who goes first
+    order = Budget(budget, study.baselines(), study.variant_ids)  # only its order: who goes first
     while ready or events:
-        for item in sorted(ready, key=lambda r: (gate.priority(r[2], r[3]), r[1])):  # the gate's order, first fit
+        for item in sorted(ready, key=lambda r: (order.priority(r[2], r[3]), r[1])):  # the budget's order, first fit
             _, _, v, phase, jobs = item
             if jobs > free or (phase == "search" and running_search[v] >= search_cap):
                 continue
@@ -318,7 +351,7 @@ def simulate(study: Study, rows: list[PhaseWork], job_seconds: dict[str, float],
         sched.phase_end[phase] = max(sched.phase_end.get(phase, 0.0), t)
         sched.variant_end[v] = max(sched.variant_end.get(v, 0.0), t)
         if phase == "repeat":
-            gate.repeats_done[v] = gate.repeats_done.get(v, 0) + 1
+            order.repeats_done[v] = order.repeats_done.get(v, 0) + 1
         if phase == "search":
             running_search[v] -= 1
             left_search[v] -= 1

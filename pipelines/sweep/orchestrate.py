@@ -1,33 +1,33 @@
-"""`attnsweep run`: the driver of a study. Prepares the data once, starts a private Ray runtime,
-runs the search and repeat phases of every variant at once (`scheduler`), records every trial
-(`tracking`), and builds the report. It owns the jobs it submits: on a normal exit, SIGINT or SIGTERM it cancels
-those still queued or running (SIGKILL leaves them, and `--resume` re-attaches to them). A plain
-`scancel` of a driver job signals the driver's Ray processes too, and SLURM kills what is left after
-`KillWait`: so on a signal the jobs are cancelled first, in the handler, before anything unwinds."""
+"""`attnsweep run`: the driver of a study. Prepares the data once, checks every variant's model in
+a process of its own (torch stays out of the driver), runs the search and repeat phases of every
+variant at once (`scheduler`), records every trial (`tracking`), and builds the report. It owns
+the jobs it submits: on a normal exit, SIGINT or SIGTERM it cancels those still queued or running
+(SIGKILL leaves them, and `--resume` re-attaches to them). A plain `scancel` of a driver job is
+followed by SIGKILL after SLURM's `KillWait`: so on a signal the jobs are cancelled first, in the
+handler, before anything unwinds."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-import os
-import shutil
+import multiprocessing
 import signal
-import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from rich.console import Console
 
-from attnsweep.data.atomic import remove_stale_folders, write_text
+from attnsweep.data.atomic import write_text
 from attnsweep.pipelines.store import parquet_store
 from attnsweep.pipelines.trial import executors
 from attnsweep.pipelines.config.compare import RESOLVED, check_resume
 from attnsweep.pipelines.sweep import budget
 from attnsweep.pipelines.sweep.failed_trials import check_complete, retry_infrastructure_failures
 from attnsweep.pipelines.sweep.lock import describe, study_lock
+from attnsweep.pipelines.sweep.watcher import FOLDER_POLL_S
 from attnsweep.pipelines.config.study import LogRange, Study
 from attnsweep.pipelines.trial.folder import TrialFolder
 from attnsweep.pipelines.trial.study_paths import StudyPaths
@@ -64,38 +64,6 @@ def tune_trial_counts(study: Study) -> dict[tuple[str, str], int]:
             plan[(v, "search")] = study.variant(v).search.n_configs()
         plan[(v, "repeat")] = study.splits.repeat_splits
     return plan
-
-
-@contextlib.contextmanager
-def ray_runtime(study: Study, out: Path) -> Iterator[None]:
-    """A private Ray runtime: no dashboard, a short temp dir of its own (Unix socket paths are
-    limited to 107 bytes), Ray's console output off. Its CPUs are nominal: a trainable takes 0.01,
-    the study's job budget is `budget.Gate`."""
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard copies
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C reaches the driver, which cancels its jobs
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    # Ray renices its workers by +15; the trainables start the local training jobs, which would
-    # inherit it and yield the CPU to everything else on the machine. 0: the driver's niceness.
-    os.environ.setdefault("RAY_worker_niceness", "0")
-    # The trainables only follow their jobs (a few MB); Ray's OOM killer would kill them for memory
-    # that the jobs or other programs use, and Tune ends the study on an actor killed that way.
-    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
-    import ray
-
-    key = hashlib.sha1(str(out).encode()).hexdigest()[:8]
-    remove_stale_folders(Path(tempfile.gettempdir()), f"as-ray-{key}-")  # of a killed driver of this study
-    temp_dir = Path(tempfile.gettempdir()) / f"as-ray-{key}-{os.getpid()}"
-    ray.init(num_cpus=study.max_concurrent, include_dashboard=False, _temp_dir=str(temp_dir),
-             log_to_driver=False, object_store_memory=100 * 1024**2, configure_logging=True,
-             logging_level=logging.ERROR)
-    for name in ("ray", "ray.tune", "ray.train"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -141,10 +109,17 @@ def cancel_owned_jobs(out: Path, study: Study) -> list[str]:
     return [job for executor, dirs in by_kind.values() for job in executors.stop_jobs(dirs, executor)]
 
 
+def preflight_apart(study: Study, out: Path, data_dir: Path, n_train: int) -> None:
+    """`preflight` in a process of its own: the model probe imports torch and timm (~0.7 GB), which
+    the driver, following hundreds of jobs for hours, does not keep."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(preflight, study, out, data_dir, n_train).result()
+
+
 def preflight(study: Study, out: Path, data_dir: Path, n_train: int) -> None:
     """Fail before any job with one line for what only the prepared data or the executor can tell:
-    a trial configuration of each variant (e.g. milestones), the batch against the ranks and the
-    smallest training set."""
+    each variant's model at the study's image size, a trial configuration of each variant (e.g.
+    milestones), the batch against the ranks and the smallest training set."""
     from pydantic import ValidationError
 
     from attnsweep.pipelines.sweep.plan import make_trial
@@ -156,7 +131,7 @@ def preflight(study: Study, out: Path, data_dir: Path, n_train: int) -> None:
         lr = v.search.lr.low if isinstance(v.search.lr, LogRange) else v.search.lr[0]
         wd = v.search.weight_decay.low if isinstance(v.search.weight_decay, LogRange) else v.search.weight_decay[0]
         try:
-            trial = make_trial(study, out, "repeat", variant, "repeat-0", lr, wd, data_dir)
+            trial = make_trial(study, out, "repeat", variant, "repeat-0", lr, wd, data_dir, probe_model=True)
         except ValidationError as err:
             raise TrialConfigError(one_line(err, f"study {study.name}, {variant}")) from None
         executors.validate(trial.cfg, v.executor)
@@ -172,7 +147,7 @@ def check_output_folder(out: Path, resume: bool) -> None:
         raise StudyExists(f"{out}: holds trials of an earlier run; pass --resume to finish it, or use another --out")
 
 
-def run_study(study: Study, resume: bool = False, console: Console | None = None, poll_s: float = 1.0,
+def run_study(study: Study, resume: bool = False, console: Console | None = None, poll_s: float = FOLDER_POLL_S,
               report: bool = True, allow_failed: bool = False) -> StudyOutputs:
     """The study under its folder's lock (`lock.study_lock`: one driver per study). Failed trials
     end it with `StudyIncomplete` (after the report) unless `allow_failed`."""
@@ -196,6 +171,11 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
     from attnsweep.pipelines.sweep.tracking import Recorder
 
     check_output_folder(out, resume)
+    from attnsweep.pipelines.sweep.estimate import driver_memory_line
+
+    driver, short = driver_memory_line(study.max_concurrent)
+    if short:
+        console.print(f"[yellow]warning: {driver}[/]")
     parquet_store.check(out)  # a damaged or foreign results file: one line now, not a traceback mid-study
     stored = StudyPaths(out).study_file
     if resume and stored.exists():
@@ -206,7 +186,7 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
     console.print(f"[bold]{study.name}[/]: preparing {study.dataset_label} at {study.image_size}px in {StudyPaths(out).data_dir}")
     data_dir = prepare(study.dataset, study.splits, study.image_size, out, ood=study.ood)
     first = load_split(data_dir, study.splits.names()[0])
-    preflight(study, out, data_dir, min(len(load_split(data_dir, s).sets["train"]) for s in study.splits.names()))
+    preflight_apart(study, out, data_dir, min(len(load_split(data_dir, s).sets["train"]) for s in study.splits.names()))
     eval_sets = [name for name in first.sets if name != "train"]
     tracking_uri = study.tracking_uri or default_tracking_uri(out)
     store = MlflowStore(tracking_uri, study.name, out, study.dataset_label, study.stats.metrics[0])
@@ -224,15 +204,13 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
                           f"{', '.join(cancelled)}")
 
     def on_signal() -> None:
-        """Before anything unwinds (Ray may be dying with the driver, see the module's doc): the
-        Tuners record nothing from now on (a cancelled job is no failed trial), then every job goes."""
+        """Before anything unwinds (see the module's doc): nothing is recorded from now on (a
+        cancelled job is no failed trial), then every job goes."""
         budget.interrupted.set()
         cancel_jobs()
 
-    # Ray installs its own SIGTERM handler in ray.init: ours goes on top of it, inside. The jobs are
-    # cancelled again after Ray is down: a trainable (a retried trial) may have submitted one meanwhile.
     try:
-        with ray_runtime(study, out), as_interrupt(signal.SIGTERM, signal.SIGINT, first=on_signal):
+        with as_interrupt(signal.SIGTERM, signal.SIGINT, first=on_signal):
             with Progress(study.name, tune_trial_counts(study), console, study.train.selection_metric) as progress:
                 run_variants(study, out, data_dir, recorder, progress, poll_s)
     finally:

@@ -1,24 +1,27 @@
-"""The two phases of a variant, each one Ray Tune `Tuner`:
+"""The two phases of a variant, each a Ray Tune searcher (and trial scheduler) that the driver's
+loop (`scheduler`) runs:
 
 - `search`: one Tune trial per configuration (`lr`, `weight_decay`), trained on every search split
   in lockstep; OptunaSearch (TPE, seeded) or the grid proposes configurations, ASHA (optional)
   stops weak ones after an epoch.
 - `repeat`: the best configuration on each repeat split, one Tune trial per split.
 
-Resume. The recorded rows (`<out>/results/`) say what is done, not Tune's experiment snapshot:
-a finished configuration is replayed to Optuna with its score (`add_evaluated_point`) instead of
-being trained again, a configuration that was in flight is proposed first (`points_to_evaluate`)
-so its trainable re-attaches to its jobs or resumes them from their checkpoints, and the search
+Resume. The recorded rows (`<out>/results/`) say what is done: a finished configuration is
+replayed to Optuna with its score (`add_evaluated_point`) instead of being trained again, a
+configuration that was in flight is proposed first (`points_to_evaluate`) so its Tune trial
+re-attaches to its jobs or resumes them from their checkpoints, and the search
 asks only for the configurations still missing. This survives a driver killed at any moment, and
 TPE's next proposals still depend on every result so far."""
 from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from ray import tune
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import Searcher
 
 from attnsweep.pipelines.config import selection
 from attnsweep.pipelines.store import parquet_store, selection_record
@@ -26,13 +29,10 @@ from attnsweep.pipelines.sweep.plan import make_trial, phase_splits
 from attnsweep.pipelines.config.study import LogRange, SearchSettings, Study
 from attnsweep.pipelines.sweep import budget
 from attnsweep.pipelines.sweep.tracking import Recorder
-from attnsweep.pipelines.sweep.tune_callback import TrackerCallback, finish
-from attnsweep.pipelines.sweep.tune_trainable import VAL_SCORE, SplitsTrainable
+from attnsweep.pipelines.sweep.recording import finish
+from attnsweep.pipelines.sweep.tune_trial import SCORE, TIME_ATTR, VAL_SCORE
 from attnsweep.pipelines.trial.folder import TrialFolder
 from attnsweep.pipelines.trial.study_paths import StudyPaths
-
-SCORE = "score"  # the configuration's search score in a Tune result (config.selection)
-
 
 class NoEligibleConfig(RuntimeError):
     """Every search configuration of a variant diverged, failed or was stopped."""
@@ -88,14 +88,14 @@ def _started_configs(study: Study, out: Path, variant: str, data_dir: Path) -> l
     return found
 
 
-def _search_alg(s: SearchSettings, finished: pd.DataFrame, in_flight: list[dict]) -> tuple[object, dict]:
-    """(search algorithm, Tune param space) proposing the configurations still missing."""
+def _search_alg(s: SearchSettings, finished: pd.DataFrame, in_flight: list[dict]) -> Searcher:
+    """The searcher proposing the configurations still missing."""
     if s.algorithm == "grid":
         done = {(r.lr, r.weight_decay) for r in finished.itertuples()}
         todo = [{"lr": lr, "weight_decay": wd} for lr, wd in itertools.product(s.lr, s.weight_decay)
                 if (lr, wd) not in done]
         todo.sort(key=lambda p: p not in in_flight)  # stable: the in-flight ones first
-        return budget.PointsSearcher(todo), {}
+        return budget.PointsSearcher(todo)
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
@@ -115,49 +115,35 @@ def _search_alg(s: SearchSettings, finished: pd.DataFrame, in_flight: list[dict]
     for r in finished.itertuples():
         searcher.add_evaluated_point({"lr": r.lr, "weight_decay": r.weight_decay},
                                      math.nan if r.score is None else r.score, error=r.score is None)
-    return searcher, {}
+    return searcher
 
 
-def _fit(study: Study, out: Path, phase: str, variant: str, data_dir: Path, recorder: Recorder, progress,
-         param_space: dict, num_samples: int, search_alg, scheduler=None, poll_s: float = 1.0,
-         gate: budget.Gate | None = None) -> None:
-    # A trial holds one unit of the study's job budget per job it runs; the study's gate admits it
-    # (see budget).
-    jobs = len(phase_splits(study, phase)) if phase == "search" else 1
-    grants = str(gate.grants) if gate is not None and gate.grants is not None else None
-    trainable = budget.registered_trainable(
-        f"{phase}-{variant}", SplitsTrainable, study=study, phase=phase, variant=variant, out=str(out),
-        data_dir=str(data_dir), executor=study.variant(variant).executor, poll_s=poll_s, grants=grants)
-    # As many trials as the budget runs, and one more that starts its actor before its jobs fit.
-    live = max(1, study.max_concurrent // jobs) + (1 if gate is not None and gate.lookahead else 0)
-    gated = budget.GatedSearcher(search_alg, gate, variant, phase, jobs, live)
-    tracker = TrackerCallback(recorder, phase, variant, data_dir, progress)
-    tuner = tune.Tuner(
-        trainable,
-        param_space=param_space,
-        tune_config=tune.TuneConfig(num_samples=num_samples, search_alg=gated, scheduler=scheduler,
-                                    reuse_actors=True),
-        run_config=tune.RunConfig(
-            name=f"{phase}-{variant}", storage_path=str(StudyPaths(out).tune_dir), verbose=0,
-            stop=budget.StopWhenInterrupted(),
-            callbacks=[tracker],
-            failure_config=tune.FailureConfig(max_failures=study.max_failures),
-            checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=1),
-        ),
-    )
-    try:
-        tuner.fit()
-    finally:
-        if gate is not None:
-            gate.withdraw(variant, phase)
-    tracker.wait()  # the phase's rows are read next (best configuration, parent aggregates)
-    if budget.interrupted.is_set():  # the Tuner ended because the driver was interrupted: nothing is done
-        raise KeyboardInterrupt("interrupted")
+@dataclass
+class Phase:
+    """One phase of one variant as the driver's loop runs it: Ray Tune's searcher proposes its Tune
+    trials (`num_samples` more at most), its trial scheduler (ASHA, or none) may stop them early."""
+
+    variant: str
+    phase: str
+    searcher: Searcher
+    num_samples: int
+    jobs: int  # jobs per Tune trial (budget units)
+    max_live: int  # Tune trials at once (a search: what the budget runs; TPE learns from the ended ones)
+    scheduler: TrialScheduler | None = None
+    live: dict = field(default_factory=dict)  # Tune trial id -> TuneTrial
+    proposed: int = 0
+    finished: bool = False  # the searcher has nothing more to propose
+
+    def wants_more(self) -> bool:
+        return not self.finished and self.proposed < self.num_samples and len(self.live) < self.max_live
+
+    def ended(self) -> bool:
+        return not self.live and (self.finished or self.proposed >= self.num_samples)
 
 
-def run_search(study: Study, out: Path, variant: str, data_dir: Path, recorder: Recorder, progress,
-               poll_s: float = 1.0, gate: budget.Gate | None = None) -> dict[str, float]:
-    """The search phase of one variant (resuming what was done) -> its best configuration."""
+def search_phase(study: Study, out: Path, variant: str, data_dir: Path, recorder: Recorder, progress) -> Phase:
+    """The search phase of one variant, resuming what was done: finished configurations are
+    recorded and replayed to the searcher, configurations in flight are proposed first."""
     splits, search = phase_splits(study, "search"), study.variant(variant).search
     started = _started_configs(study, out, variant, data_dir)
     for params in started:  # trials that finished while no driver was recording
@@ -168,30 +154,34 @@ def run_search(study: Study, out: Path, variant: str, data_dir: Path, recorder: 
     finished = config_scores(out, variant, len(splits), selection_metric)
     done = {(r.lr, r.weight_decay) for r in finished.itertuples()}
     in_flight = [p for p in started if (p["lr"], p["weight_decay"]) not in done]
-    remaining = search.n_configs() - len(finished)
+    remaining = max(0, search.n_configs() - len(finished))
     if progress:
         progress.already_done(variant, "search", len(finished),
                               finished["score"].dropna().max() if len(finished) else None)
-    if remaining > 0:
-        scheduler = None
-        if search.asha:
-            from ray.tune.schedulers import ASHAScheduler
+    scheduler = None
+    if search.asha:
+        from ray.tune.schedulers import ASHAScheduler
 
-            scheduler = ASHAScheduler(time_attr="training_iteration", metric=VAL_SCORE, mode="max",
-                                      max_t=study.variant(variant).train.epochs, grace_period=search.asha.grace_period,
-                                      reduction_factor=search.asha.reduction_factor)
-        search_alg, space = _search_alg(search, finished, in_flight[:remaining])
-        _fit(study, out, "search", variant, data_dir, recorder, progress, space, remaining, search_alg,
-             scheduler, poll_s, gate)
-    best = best_config(out, variant, len(splits), selection_metric)
-    scores = config_scores(out, variant, len(splits), selection_metric)
-    selection_record.write(out, variant, selection_metric, len(splits), scores, best)
+        scheduler = ASHAScheduler(time_attr=TIME_ATTR, metric=VAL_SCORE, mode="max",
+                                  max_t=study.variant(variant).train.epochs, grace_period=search.asha.grace_period,
+                                  reduction_factor=search.asha.reduction_factor)
+    jobs = len(splits)
+    return Phase(variant, "search", _search_alg(search, finished, in_flight[:remaining]), remaining, jobs,
+                 max(1, study.max_concurrent // jobs), scheduler)
+
+
+def end_search(study: Study, out: Path, variant: str, recorder: Recorder) -> dict[str, float]:
+    """The search is over: its best configuration (also recorded on the search's parent run)."""
+    metric = study.variant(variant).train.selection_metric
+    splits = len(phase_splits(study, "search"))
+    best = best_config(out, variant, splits, metric)
+    selection_record.write(out, variant, metric, splits, config_scores(out, variant, splits, metric), best)
     recorder.store.finish_parent(variant, "search", best)
     return best
 
 
-def run_repeat(study: Study, out: Path, variant: str, data_dir: Path, recorder: Recorder, progress,
-               params: dict[str, float], poll_s: float = 1.0, gate: budget.Gate | None = None) -> None:
+def repeat_phase(study: Study, out: Path, variant: str, data_dir: Path, recorder: Recorder, progress,
+                 params: dict[str, float]) -> Phase:
     """The repeat phase of one variant: `params` on every repeat split not yet recorded."""
     todo = []
     for split in phase_splits(study, "repeat"):
@@ -200,8 +190,5 @@ def run_repeat(study: Study, out: Path, variant: str, data_dir: Path, recorder: 
             todo.append(split)
     if progress:
         progress.already_done(variant, "repeat", study.splits.repeat_splits - len(todo), None)
-    if todo:
-        points = [{**params, "split": split} for split in todo]
-        _fit(study, out, "repeat", variant, data_dir, recorder, progress, {}, len(todo),
-             budget.PointsSearcher(points), poll_s=poll_s, gate=gate)
-    recorder.store.finish_parent(variant, "repeat")
+    points = [{**params, "split": split} for split in todo]
+    return Phase(variant, "repeat", budget.PointsSearcher(points), len(todo), 1, study.max_concurrent)

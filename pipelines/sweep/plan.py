@@ -1,6 +1,6 @@
 """From a study to its trials: the `TrialConfig` of one configuration on one split, its id and
-folder, and the plan of the whole study (what `--dry-run` prints). The driver and the Tune
-trainable both build trials here, so they agree on every id and folder.
+folder, and the plan of the whole study (what `--dry-run` prints). The driver, the report and
+`--dry-run` all build trials here, so they agree on every id and folder.
 
 Names used throughout: a *trial* is one configuration trained on one split (one trainer run, one
 trial folder, one MLflow child run, one row per evaluated set); a *Tune trial* is one
@@ -26,9 +26,10 @@ def phase_splits(study: Study, phase: str) -> list[str]:
 
 
 def trial_config(study: Study, variant: str, split: str, lr: float, weight_decay: float,
-                 data_dir: Path | None, probe_model: bool = True) -> TrialConfig:
-    """`probe_model=False` where the driver's preflight has probed this variant's model at the
-    study's image size (a Tune actor: the probe imports torch and timm, seconds that delay its jobs)."""
+                 data_dir: Path | None, probe_model: bool = False) -> TrialConfig:
+    """`probe_model=True` builds the model at the study's image size to check it fits: the
+    driver's preflight does it once per variant, in a process of its own (it imports torch and
+    timm, which the driver never holds)."""
     # Each split its own seed, the same for every variant (paired comparisons); search and repeat
     # splits never share one.
     v = study.variant(variant)
@@ -55,7 +56,7 @@ class Trial:
 
 
 def make_trial(study: Study, out: Path, phase: str, variant: str, split: str, lr: float, weight_decay: float,
-               data_dir: Path | None, probe_model: bool = True) -> Trial:
+               data_dir: Path | None, probe_model: bool = False) -> Trial:
     from attnsweep.models import parse_name
 
     cfg = trial_config(study, variant, split, lr, weight_decay, data_dir, probe_model)
@@ -67,10 +68,9 @@ def make_trial(study: Study, out: Path, phase: str, variant: str, split: str, lr
     return Trial(cfg, ref)
 
 
-def tune_trials(study: Study, out: Path, phase: str, variant: str, params: dict, data_dir: Path | None,
-                probe_model: bool = True) -> list[Trial]:
+def tune_trials(study: Study, out: Path, phase: str, variant: str, params: dict, data_dir: Path | None) -> list[Trial]:
     """The trials of one Tune trial: a search configuration on every search split, or the chosen
     configuration on one repeat split (`params["split"]`)."""
     splits = phase_splits(study, "search") if phase == "search" else [params["split"]]
-    return [make_trial(study, out, phase, variant, s, params["lr"], params["weight_decay"], data_dir, probe_model)
+    return [make_trial(study, out, phase, variant, s, params["lr"], params["weight_decay"], data_dir)
             for s in splits]

@@ -1,5 +1,5 @@
-"""The driver's single writer of results: MLflow runs and the Parquet datasets (fed by the Ray Tune
-callback in `tune_callback`). The trial folders are read, never written: a trial that ends without
+"""The driver's single writer of results: MLflow runs and the Parquet datasets (fed by the driver's
+loop through `recording`). The trial folders are read, never written: a trial that ends without
 a final `result.json` (stopped by ASHA, failed after its retries) is recorded with that status
 from its `metrics.jsonl`. A trial counts as recorded once its `results/<trial_id>.parquet`
 exists, so a resumed driver records every trial exactly once."""

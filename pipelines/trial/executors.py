@@ -5,6 +5,7 @@ can cancel a job or re-attach to it."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import re
@@ -73,12 +74,15 @@ def _save_then(previous):
     return handler
 
 
-def _trainer():
-    """The trainer, imported by the job that runs it, not by whoever submits jobs (a driver, a Tune
-    actor): it brings torch, seconds to import (see job_env)."""
-    from attnsweep.pipelines.trial import trainer
+# A module with `train(cfg, trial_dir)` that jobs run instead of the trainer: the stand-in of the
+# driver's scale bench and tests (`standin`). Set in the driver's environment; jobs inherit it.
+TRAINER_ENV = "ATTNSWEEP_TRAINER"
 
-    return trainer
+
+def _trainer():
+    """The trainer, imported by the job that runs it, not by whoever submits jobs (the driver):
+    it brings torch, seconds to import (see job_env)."""
+    return importlib.import_module(os.environ.get(TRAINER_ENV, "attnsweep.pipelines.trial.trainer"))
 
 
 def _write_pending_checkpoint() -> None:

@@ -35,7 +35,6 @@ class StudyPaths:
     results_dir = property(lambda self: self.out / "results")
     epochs_dir = property(lambda self: self.out / "epochs")
     selection_dir = property(lambda self: self.out / "selection")
-    tune_dir = property(lambda self: self.out / "tune")
     features_dir = property(lambda self: self.out / "features")
     report_dir = property(lambda self: self.out / "report")
     mlflow_db = property(lambda self: self.out / "mlflow.db")
