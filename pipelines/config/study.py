@@ -3,6 +3,7 @@ Validated with pydantic when loaded; an error is one line naming the file and th
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -14,6 +15,7 @@ from attnsweep.data import DatasetSpec, SplitSpec
 from attnsweep.pipelines.config.executor import ExecutorSpec
 from attnsweep.pipelines.config.feature_settings import FeatureSettings
 from attnsweep.pipelines.config.stats_settings import StatsSettings
+from attnsweep.pipelines.config import overrides
 from attnsweep.pipelines.config.errors import one_line
 from attnsweep.pipelines.config.trial_config import TrialConfig
 
@@ -148,11 +150,7 @@ VARIANT_ID = r"[A-Za-z0-9][A-Za-z0-9_.+-]*"  # it names trial folders and MLflow
 
 def _merged(base: BaseModel, override: dict) -> dict:
     """`override` over `base`'s values, mappings merged key by key (e.g. executor.slurm.gpus_per_node)."""
-    def merge(a: dict, b: dict) -> dict:
-        return {**a, **{k: merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
-                        for k, v in b.items()}}
-
-    return merge(base.model_dump(), override)
+    return overrides.merge(base.model_dump(), override)
 
 
 class Study(BaseModel):
@@ -309,8 +307,11 @@ class StudyError(ValueError):
     """A study file that cannot be used; the message is one line naming the file and field."""
 
 
-def load_study(path: Path) -> Study:
-    """Parse and validate a study file. Relative dataset roots are relative to the file."""
+def load_study(path: Path, dotlist: Sequence[str] = (), options: dict | None = None) -> Study:
+    """Parse and validate a study file, with command-line overrides: `dotlist` (KEY=VALUE items,
+    `config.overrides`) and `options` (fields set by command-line options, e.g. `--out`) merged
+    over it. Relative dataset roots are relative to the file (to the working directory when an
+    override sets them)."""
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -322,10 +323,19 @@ def load_study(path: Path) -> Study:
     if not isinstance(data, dict):
         raise StudyError(f"{path}: expected a mapping of study settings, got {type(data).__name__}")
     _anchor_roots(data, path.parent)
+    source = str(path)
+    if dotlist or options:
+        try:
+            override = overrides.merge(overrides.parse(dotlist), options or {})
+            _anchor_roots(override, Path.cwd())
+            data = overrides.apply(data, override)
+        except overrides.OverrideError as e:
+            raise StudyError(f"{path}: {e}") from None
+        source = f"{path} + command line"
     try:
         return Study.model_validate(data)
     except ValidationError as err:
-        raise StudyError(one_line(err, str(path))) from None
+        raise StudyError(one_line(err, source)) from None
 
 
 def _anchor_roots(data: dict, base: Path) -> None:
