@@ -10,7 +10,7 @@ from typing import Any
 
 # Where and how fast trials run, where the records go, what the report and --dry-run compute.
 NO_TRIAL_FIELDS = ("description", "executor", "max_concurrent", "max_failures", "tracking_uri", "out_dir",
-                   "stats", "estimate")
+                   "stats", "estimate", "notify")
 
 
 class StudyChanged(ValueError):

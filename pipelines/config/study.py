@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from attnsweep.data import DatasetSpec, SplitSpec
 from attnsweep.pipelines.config.executor import ExecutorSpec
 from attnsweep.pipelines.config.feature_settings import FeatureSettings
+from attnsweep.pipelines.config.notify_settings import NotifySettings
 from attnsweep.pipelines.config.stats_settings import StatsSettings
 from attnsweep.pipelines.config import overrides
 from attnsweep.pipelines.config.errors import one_line
@@ -176,6 +177,8 @@ class Study(BaseModel):
     estimate: EstimateSettings = Field(default_factory=EstimateSettings)
     _resolved: dict[str, Variant] = PrivateAttr(default_factory=dict)  # id -> merged settings (derived)
     features: FeatureSettings | None = Field(None, description="feature usage (Table 3) after the repeats")
+    notify: NotifySettings | None = Field(None, description="messages when the study ends or fails and when a "
+                                                            "variant's repeats finish")
 
     @field_validator("name")
     @classmethod

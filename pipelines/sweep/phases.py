@@ -24,7 +24,7 @@ from attnsweep.pipelines.config import selection
 from attnsweep.pipelines.store import parquet_store
 from attnsweep.pipelines.sweep.plan import make_trial, phase_splits
 from attnsweep.pipelines.config.study import LogRange, SearchSettings, Study
-from attnsweep.pipelines.sweep import budget
+from attnsweep.pipelines.sweep import budget, notify
 from attnsweep.pipelines.sweep.tracking import Recorder
 from attnsweep.pipelines.sweep.tune_callback import TrackerCallback, finish
 from attnsweep.pipelines.sweep.tune_trainable import VAL_SCORE, SplitsTrainable
@@ -202,3 +202,4 @@ def run_repeat(study: Study, out: Path, variant: str, data_dir: Path, recorder: 
         _fit(study, out, "repeat", variant, data_dir, recorder, progress, {}, len(todo),
              budget.PointsSearcher(points), poll_s=poll_s, gate=gate)
     recorder.store.finish_parent(variant, "repeat")
+    notify.variant_finished(study, out, variant)
