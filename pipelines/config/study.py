@@ -56,6 +56,14 @@ class AshaSettings(BaseModel):
     reduction_factor: float = Field(3, gt=1)
 
 
+class WarmPoint(BaseModel):
+    """A configuration a warm-started search evaluates first."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+
+
 class SearchSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -65,6 +73,18 @@ class SearchSettings(BaseModel):
     lr: Space
     weight_decay: Space = [0.0]
     asha: AshaSettings | None = None
+    warm_start: Path | list[WarmPoint] | None = Field(
+        None, description="an earlier study's folder (its variants' selected configurations) or a list of "
+                          "{lr, weight_decay}: evaluated first (`sweep.warm_start`)")
+
+    @field_validator("warm_start")
+    @classmethod
+    def _earlier_study(cls, v: Path | list[WarmPoint] | None) -> Path | list[WarmPoint] | None:
+        if isinstance(v, Path):  # relative to the working directory, like out_dir
+            if not (v / "results").is_dir():
+                raise ValueError(f"{v} is not a study folder (it has no results/)")
+            return v.resolve()
+        return v
 
     @field_validator("lr", "weight_decay", mode="before")
     @classmethod

@@ -21,7 +21,7 @@ import pandas as pd
 from ray import tune
 
 from attnsweep.pipelines.config import selection
-from attnsweep.pipelines.store import parquet_store
+from attnsweep.pipelines.store import parquet_store, warm_start
 from attnsweep.pipelines.sweep.plan import make_trial, phase_splits
 from attnsweep.pipelines.config.study import LogRange, SearchSettings, Study
 from attnsweep.pipelines.sweep import budget, notify
@@ -87,8 +87,11 @@ def _started_configs(study: Study, out: Path, variant: str, data_dir: Path) -> l
     return found
 
 
-def _search_alg(s: SearchSettings, finished: pd.DataFrame, in_flight: list[dict]) -> tuple[object, dict]:
-    """(search algorithm, Tune param space) proposing the configurations still missing."""
+def _search_alg(s: SearchSettings, finished: pd.DataFrame, in_flight: list[dict],
+                warm: list[dict] = ()) -> tuple[object, dict]:
+    """(search algorithm, Tune param space) proposing the configurations still missing; those in
+    flight first, then the warm-start points (`warm_start`)."""
+    in_flight = warm_start.first(in_flight, list(warm), {(r.lr, r.weight_decay) for r in finished.itertuples()})
     if s.algorithm == "grid":
         done = {(r.lr, r.weight_decay) for r in finished.itertuples()}
         todo = [{"lr": lr, "weight_decay": wd} for lr, wd in itertools.product(s.lr, s.weight_decay)
@@ -179,7 +182,8 @@ def run_search(study: Study, out: Path, variant: str, data_dir: Path, recorder: 
             scheduler = ASHAScheduler(time_attr="training_iteration", metric=VAL_SCORE, mode="max",
                                       max_t=study.variant(variant).train.epochs, grace_period=search.asha.grace_period,
                                       reduction_factor=search.asha.reduction_factor)
-        search_alg, space = _search_alg(search, finished, in_flight[:remaining])
+        warm = warm_start.points(search, variant, out)
+        search_alg, space = _search_alg(search, finished, in_flight[:remaining], warm)
         _fit(study, out, "search", variant, data_dir, recorder, progress, space, remaining, search_alg,
              scheduler, poll_s, gate)
     best = best_config(out, variant, len(splits), selection_metric)
