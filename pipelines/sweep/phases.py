@@ -20,8 +20,9 @@ from pathlib import Path
 import pandas as pd
 from ray import tune
 
-from attnsweep.pipelines.config import selection
-from attnsweep.pipelines.store import parquet_store, warm_start
+from attnsweep.pipelines.store import warm_start
+# the search's selection rule, read by `attnsweep status` too (without Ray)
+from attnsweep.pipelines.store.search_scores import NoEligibleConfig, best_config, config_scores  # noqa: F401
 from attnsweep.pipelines.sweep.plan import make_trial, phase_splits
 from attnsweep.pipelines.config.study import LogRange, SearchSettings, Study
 from attnsweep.pipelines.sweep import budget, notify
@@ -31,48 +32,6 @@ from attnsweep.pipelines.sweep.tune_trainable import VAL_SCORE, SplitsTrainable
 from attnsweep.pipelines.trial.folder import CONFIG, TrialFolder
 
 SCORE = "score"  # the configuration's search score in a Tune result (config.selection)
-
-
-class NoEligibleConfig(RuntimeError):
-    """Every search configuration of a variant diverged, failed or was stopped."""
-
-
-def _val_rows(out: Path, phase: str, variant: str) -> pd.DataFrame:
-    rows = parquet_store.read(out).to_pandas()
-    return rows[(rows["phase"] == phase) & (rows["variant"] == variant) & (rows["eval_set"] == "val")]
-
-
-def config_scores(out: Path, variant: str, n_splits: int, metric: str = selection.DEFAULT) -> pd.DataFrame:
-    """One row per fully recorded search configuration: lr, weight_decay, its score for the
-    search (`selection.search_score` of `metric`; None when a split failed), and whether it may
-    be chosen (every split `ok`)."""
-    val = _val_rows(out, "search", variant)
-    rows = []
-    for _, g in val.groupby("config_hash"):
-        if g["split"].nunique() < n_splits:
-            continue  # still in flight
-        statuses = set(g["status"])
-        if "failed" in statuses:
-            score = None
-        else:
-            score = selection.search_score([None if pd.isna(v) else float(v) for v in g[metric]], metric,
-                                           diverged="diverged" in statuses)
-        rows.append({"lr": float(g["lr"].iloc[0]), "weight_decay": float(g["weight_decay"].iloc[0]),
-                     "score": score, "eligible": statuses == {"ok"}})
-    return pd.DataFrame(rows, columns=["lr", "weight_decay", "score", "eligible"])
-
-
-def best_config(out: Path, variant: str, n_splits: int, metric: str = selection.DEFAULT) -> dict[str, float]:
-    """The highest search score (mean validation `metric` at each split's selected epoch) among
-    the configurations whose every split finished `ok`; diverged, failed and stopped ones never
-    win. A tie goes to the smaller lr, then the smaller weight decay (deterministic across resumes)."""
-    scores = config_scores(out, variant, n_splits, metric)
-    ok = scores[scores["eligible"]]
-    if ok.empty:
-        raise NoEligibleConfig(f"{variant}: no search configuration finished ok on every split (see "
-                               f"{out / 'results'}); nothing to repeat")
-    best = ok.sort_values(["score", "lr", "weight_decay"], ascending=[False, True, True]).iloc[0]
-    return {"lr": float(best["lr"]), "weight_decay": float(best["weight_decay"])}
 
 
 def _started_configs(study: Study, out: Path, variant: str, data_dir: Path) -> list[dict[str, float]]:
