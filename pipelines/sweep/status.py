@@ -6,7 +6,7 @@ done (`ok`/`diverged`), failed, running (a job submitted, no result; SLURM: runn
 queued (planned and not started, or pending in `squeue`); the current best configuration (the
 driver's rule, `store.search_scores.best_config`); job-hours (each job's submission to its result,
 or to now); an ETA (the trainings left times this study's measured time per training,
-`estimate.measured_trainings`, over its job budget). The state comes from the study's lock
+as `estimate.measured_trainings` measures it, over its job budget). The state comes from the study's lock
 (`lock.py`): a recorded driver that is alive means running; else the trials say finished, failed
 (a trial failed, or no configuration could be chosen), or stopped (work left, no driver)."""
 from __future__ import annotations
@@ -20,12 +20,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pyarrow.compute as pc
 import yaml
 
 from attnsweep.pipelines.config.study import Study
 from attnsweep.pipelines.store import parquet_store
 from attnsweep.pipelines.store.search_scores import NoEligibleConfig, best_config
-from attnsweep.pipelines.sweep import estimate
 from attnsweep.pipelines.sweep.lock import RECORD, holder_alive
 from attnsweep.pipelines.trial.folder import FINAL_STATUSES
 
@@ -123,7 +123,9 @@ def status(out: Path, now: float | None = None) -> StudyStatus:
     slurm_ids = [str(j["job_id"]) for j in open_jobs if j.get("kind") == "slurm"]
     queue = _squeue(slurm_ids)
 
-    rows = parquet_store.read(out).to_pandas()
+    metrics = sorted({study.variant(v).train.selection_metric for v in study.variant_ids})
+    rows = parquet_store.read(out, columns=["phase", "variant", "eval_set", "split", "status", "lr", "weight_decay",
+                                            "config_hash", *metrics], where=pc.field("eval_set") == "val").to_pandas()
     phases = []
     for v in study.variant_ids:
         for phase in ("search", "repeat"):
@@ -155,7 +157,7 @@ def status(out: Path, now: float | None = None) -> StudyStatus:
                     if len(rep) else None
             phases.append(p)
 
-    eta_s, basis = _eta(study, out, phases)
+    eta_s, basis = _eta(study, trials, phases)
     driver = _driver(out)
     return StudyStatus(str(out), study.name, _state(driver, phases), driver, phases,
                        [{"job_id": i, "state": (queue or {}).get(i, "unknown" if queue is None else "gone")}
@@ -182,23 +184,20 @@ def _state(driver: dict | None, phases: list[PhaseStatus]) -> str:
     return "stopped"
 
 
-def _eta(study: Study, out: Path, phases: list[PhaseStatus]) -> tuple[float | None, str]:
-    """Seconds until the trainings left are done: each training's measured wall time in this study
-    (its model's median), the trainings left spread over the job budget."""
-    measured = estimate.measured_trainings([out])
+def _eta(study: Study, trials: dict, phases: list[PhaseStatus]) -> tuple[float | None, str]:
+    """Seconds until the trainings left are done: the trainings left of each variant times the
+    median wall time (submission to result) of its finished one-job trainings in this study, the
+    measurement `estimate.measured_trainings` calibrates on, spread over the job budget."""
     left = [p for p in phases if p.queued + p.running]
     if not left:
         return 0.0, "nothing left"
-    per_model = {}
-    for m in measured:
-        per_model.setdefault(m.model, []).append(m.other_seconds + m.epochs * m.epoch_seconds)
-    seconds, unknown = 0.0, []
-    for p in left:
-        times = per_model.get(study.variant(p.variant).model)
-        if not times:
-            unknown.append(f"{p.variant} {p.phase}")
-            continue
-        seconds += (p.queued + p.running) * statistics.median(times)
+    walls: dict[str, list[float]] = {}
+    for (v, _), ts in trials.items():
+        walls.setdefault(v, []).extend(_iso(t["ended_at"]) - _iso(t["jobs"][0]["submitted_at"]) for t in ts
+                                       if t["status"] == "ok" and t["ended_at"] and len(t["jobs"]) == 1)
+    unknown = [f"{p.variant} {p.phase}" for p in left if not walls.get(p.variant)]
     if unknown:
         return None, f"no finished training measured yet for {', '.join(unknown)}"
-    return seconds / study.max_concurrent, f"{len(measured)} measured trainings, {study.max_concurrent} jobs at once"
+    seconds = sum((p.queued + p.running) * statistics.median(walls[p.variant]) for p in left)
+    n = sum(len(w) for w in walls.values())
+    return seconds / study.max_concurrent, f"{n} measured trainings, {study.max_concurrent} jobs at once"
