@@ -36,16 +36,21 @@ def status(
             raise typer.Exit(2) from None
 
     st = read()
+    console = Console(width=None if Console().is_terminal else 120)
     if as_json:
         typer.echo(json.dumps(st.as_json(), indent=1))
-    elif watch and st.state == "running":
-        with Live(_table(st), refresh_per_second=1) as live:
+    elif watch and console.is_terminal:
+        with Live(_table(st), console=console, refresh_per_second=1) as live:
             while st.state == "running":
                 time.sleep(every)  # a refresh interval, not a wait for an event
                 st = read()
                 live.update(_table(st))
     else:
-        Console(width=None if Console().is_terminal else 120).print(_table(st))
+        console.print(_table(st))
+        while watch and st.state == "running":  # a log: one table per refresh
+            time.sleep(every)
+            st = read()
+            console.print(_table(st))
     raise typer.Exit(st.exit_code)
 
 
