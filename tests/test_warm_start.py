@@ -12,6 +12,7 @@ from attnsweep.pipelines.config.study import SearchSettings, StudyError, load_st
 from attnsweep.pipelines.report import details, study_folder
 from attnsweep.pipelines.store import parquet_store, warm_start
 from attnsweep.pipelines.sweep import phases
+from attnsweep.pipelines.sweep.status import status
 
 NONE = pd.DataFrame(columns=["lr", "weight_decay", "score", "eligible"])
 
@@ -51,7 +52,8 @@ def _first_search_config(out) -> dict:
 
 
 def test_a_warm_started_study_evaluates_the_earlier_best_first(tmp_path):
-    """Two real tiny studies: the second (another seed) starts its search from the first one's selection."""
+    """Two real tiny studies: the second (another seed) starts its search from the first one's
+    selection. `attnsweep status` reads the first (a real finished folder) as the driver chose."""
     path = shrunk_study(tmp_path, n_variants=1, name="warm")
     study = yaml.safe_load(path.read_text())
     study["train"]["epochs"] = 1
@@ -63,6 +65,10 @@ def test_a_warm_started_study_evaluates_the_earlier_best_first(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     selected = phases.best_config(first, "resnet18", 1)
     assert warm_start.earlier_selection(first, "resnet18") == [selected]
+    st = status(first)  # `attnsweep status` on a real finished study folder
+    assert st.state == "finished" and [(p.phase, p.done, p.planned) for p in st.phases] == [("search", 2, 2),
+                                                                                           ("repeat", 1, 1)]
+    assert [p.best for p in st.phases] == [selected, selected] and st.eta_s == 0.0
 
     done = run_attnsweep("run", str(path), "search.seed=7", f"search.warm_start={first}", "--out", str(second),
                          "--no-report")
