@@ -99,18 +99,24 @@ def _squeue(job_ids: list[str]) -> dict[str, str] | None:
     return dict(line.split(None, 1) for line in done.stdout.splitlines() if line.strip())
 
 
-def load_study(out: Path) -> Study:
+def saved_study(out: Path) -> Study:
+    """`<out>/study.yaml`, the study as it ran."""
     path = out / "study.yaml"
     if not path.exists():
         raise NotAStudy(f"{out}: no study.yaml (not a study folder, or its driver has not started)")
-    data = yaml.safe_load(path.read_text())
-    data.get("search", {}).pop("warm_start", None)  # the earlier study need not be there any more
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise NotAStudy(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise NotAStudy(f"{path}: expected a mapping of study settings")
+    (data.get("search") or {}).pop("warm_start", None)  # the earlier study need not be there any more
     return Study.model_validate(data)
 
 
 def status(out: Path, now: float | None = None) -> StudyStatus:
     out = Path(out).resolve()
-    study = load_study(out)
+    study = saved_study(out)
     now = time.time() if now is None else now
     splits = {"search": study.splits.search_splits, "repeat": study.splits.repeat_splits}
     trials = {}
