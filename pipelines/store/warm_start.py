@@ -2,7 +2,7 @@
 search algorithm proposes its own (OptunaSearch's `points_to_evaluate`; the grid's order).
 
 From an earlier study's folder, a variant's points are the configuration that study selected for
-it: the lr and weight decay its repeat phase trained (the driver's choice, `phases.best_config`,
+it: the lr and weight decay its repeat phase trained (the driver's choice, `search_scores.best_config`,
 as recorded in its rows). A variant the earlier study did not repeat gets none. Points outside
 this study's search space are left out. What each variant was started from is recorded in
 `<out>/warm_start/<variant>.json` for the report."""
