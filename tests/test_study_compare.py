@@ -17,7 +17,8 @@ from attnsweep.pipelines.sweep.plan import make_trial
 
 CHANGES = {"description": "edited", "executor": {"kind": "slurm", "workers": 2}, "max_concurrent": 7,
            "max_failures": 3, "tracking_uri": "http://elsewhere:5000", "out_dir": "/elsewhere",
-           "stats": {"metrics": ["accuracy"]}, "estimate": {"train_images": 5}}
+           "stats": {"metrics": ["accuracy"]}, "estimate": {"train_images": 5},
+           "notify": {"command": "true"}}
 
 
 def _trials(study: Study) -> list:

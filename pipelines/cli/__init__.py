@@ -10,6 +10,7 @@ from attnsweep.pipelines.cli import features as cli_features
 from attnsweep.pipelines.cli import models as cli_models
 from attnsweep.pipelines.cli import report as cli_report
 from attnsweep.pipelines.cli import run as cli_run
+from attnsweep.pipelines.cli import status as cli_status
 from attnsweep.pipelines.cli import train as cli_train
 app = typer.Typer(
     no_args_is_help=True,
@@ -22,6 +23,7 @@ app.command("report")(cli_report.report)
 app.command("features")(cli_features.features)
 app.command("run")(cli_run.run)
 app.command("export")(cli_run.export)
+app.command("status")(cli_status.status)
 app.command("train")(cli_train.train)
 app.add_typer(cli_data.app, name="data")
 

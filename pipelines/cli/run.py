@@ -16,6 +16,9 @@ def _fail(message: str, code: int = 2) -> None:
 
 def run(
     study_file: Path = typer.Argument(..., help="The study file (studies/*.yaml)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="KEY=VALUE overrides of the study, dotted paths: "
+                                                    "train.epochs=1 search.trials=2 variants.resnet18+se.train.epochs=5",
+                                                    show_default=False),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: the study's out_dir, else runs/<name>)."),
     executor: Optional[str] = typer.Option(None, "--executor", help="Where trials train: debug | local | slurm."),
     max_concurrent: Optional[int] = typer.Option(None, "--max-concurrent", min=1, help="Training jobs at once across the study."),
@@ -26,22 +29,15 @@ def run(
     allow_failed: bool = typer.Option(False, "--allow-failed", help="Exit 0 although some trials failed (the report lists them)."),
 ) -> None:
     """Run a study: search and repeat phases of every variant, MLflow, Parquet, report."""
-    from pydantic import ValidationError
-
     from attnsweep.pipelines.config.study import StudyError, load_study
-    from attnsweep.pipelines.config.errors import one_line
 
+    options = {k: v for k, v in {"out_dir": out and str(out), "max_concurrent": max_concurrent,
+                                 "tracking_uri": tracking_uri, "executor": executor and {"kind": executor}}.items()
+               if v is not None}
     try:
-        study = load_study(study_file)
-        update = {k: v for k, v in {"out_dir": out, "max_concurrent": max_concurrent, "tracking_uri": tracking_uri}.items()
-                  if v is not None}
-        if executor is not None:
-            update["executor"] = study.executor.model_copy(update={"kind": executor}).model_dump()
-        study = type(study).model_validate({**study.model_dump(), **update})
+        study = load_study(study_file, overrides or (), options)
     except StudyError as e:
         _fail(str(e))
-    except ValidationError as e:
-        _fail(one_line(e, "command line"))
     if dry_run:
         try:
             print_plan(study)

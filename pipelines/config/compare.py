@@ -12,7 +12,7 @@ RESOLVED = "resolved"  # the study copy's section of each variant's merged setti
 
 # Where and how fast trials run, where the records go, what the report and --dry-run compute.
 NO_TRIAL_FIELDS = ("description", "executor", "max_concurrent", "max_failures", "tracking_uri", "out_dir",
-                   "stats", "estimate")
+                   "stats", "estimate", "notify")
 
 
 class StudyChanged(ValueError):

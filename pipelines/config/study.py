@@ -3,6 +3,7 @@ Validated with pydantic when loaded; an error is one line naming the file and th
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -13,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from attnsweep.data import DatasetSpec, SplitSpec
 from attnsweep.pipelines.config.executor import ExecutorSpec
 from attnsweep.pipelines.config.feature_settings import FeatureSettings
+from attnsweep.pipelines.config.notify_settings import NotifySettings
 from attnsweep.pipelines.config.stats_settings import StatsSettings
+from attnsweep.pipelines.config import overrides
 from attnsweep.pipelines.config.errors import one_line
 from attnsweep.pipelines.config.trial_config import TrialConfig
 
@@ -53,6 +56,14 @@ class AshaSettings(BaseModel):
     reduction_factor: float = Field(3, gt=1)
 
 
+class WarmPoint(BaseModel):
+    """A configuration a warm-started search evaluates first."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+
+
 class SearchSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -62,6 +73,18 @@ class SearchSettings(BaseModel):
     lr: Space
     weight_decay: Space = [0.0]
     asha: AshaSettings | None = None
+    warm_start: Path | list[WarmPoint] | None = Field(
+        None, description="an earlier study's folder (its variants' selected configurations) or a list of "
+                          "{lr, weight_decay}: evaluated first (`sweep.warm_start`)")
+
+    @field_validator("warm_start")
+    @classmethod
+    def _earlier_study(cls, v: Path | list[WarmPoint] | None) -> Path | list[WarmPoint] | None:
+        if isinstance(v, Path):  # relative to the working directory, like out_dir
+            if not (v / "results").is_dir():
+                raise ValueError(f"{v} is not a study folder (it has no results/)")
+            return v.resolve()
+        return v
 
     @field_validator("lr", "weight_decay", mode="before")
     @classmethod
@@ -148,11 +171,7 @@ VARIANT_ID = r"[A-Za-z0-9][A-Za-z0-9_.+-]*"  # it names trial folders and MLflow
 
 def _merged(base: BaseModel, override: dict) -> dict:
     """`override` over `base`'s values, mappings merged key by key (e.g. executor.slurm.gpus_per_node)."""
-    def merge(a: dict, b: dict) -> dict:
-        return {**a, **{k: merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
-                        for k, v in b.items()}}
-
-    return merge(base.model_dump(), override)
+    return overrides.merge(base.model_dump(), override)
 
 
 class Study(BaseModel):
@@ -178,6 +197,8 @@ class Study(BaseModel):
     estimate: EstimateSettings = Field(default_factory=EstimateSettings)
     _resolved: dict[str, Variant] = PrivateAttr(default_factory=dict)  # id -> merged settings (derived)
     features: FeatureSettings | None = Field(None, description="feature usage (Table 3) after the repeats")
+    notify: NotifySettings | None = Field(None, description="messages when the study ends or fails and when a "
+                                                            "variant's repeats finish")
 
     @field_validator("name")
     @classmethod
@@ -316,8 +337,11 @@ class StudyError(ValueError):
     """A study file that cannot be used; the message is one line naming the file and field."""
 
 
-def load_study(path: Path) -> Study:
-    """Parse and validate a study file. Relative dataset roots are relative to the file."""
+def load_study(path: Path, dotlist: Sequence[str] = (), options: dict | None = None) -> Study:
+    """Parse and validate a study file, with command-line overrides: `dotlist` (KEY=VALUE items,
+    `config.overrides`) and `options` (fields set by command-line options, e.g. `--out`) merged
+    over it. Relative dataset roots are relative to the file (to the working directory when an
+    override sets them)."""
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -329,10 +353,19 @@ def load_study(path: Path) -> Study:
     if not isinstance(data, dict):
         raise StudyError(f"{path}: expected a mapping of study settings, got {type(data).__name__}")
     _anchor_roots(data, path.parent)
+    source = str(path)
+    if dotlist or options:
+        try:
+            override = overrides.merge(overrides.parse(dotlist), options or {})
+            _anchor_roots(override, Path.cwd())
+            data = overrides.apply(data, override)
+        except overrides.OverrideError as e:
+            raise StudyError(f"{path}: {e}") from None
+        source = f"{path} + command line"
     try:
         return Study.model_validate(data)
     except ValidationError as err:
-        raise StudyError(one_line(err, str(path))) from None
+        raise StudyError(one_line(err, source)) from None
 
 
 def _anchor_roots(data: dict, base: Path) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from attnsweep.pipelines.report.study_folder import StudyFolder
+from attnsweep.pipelines.store import warm_start
 from attnsweep.pipelines.trial.failures import trial_failure
 from attnsweep.pipelines.trial.study_paths import StudyPaths
 
@@ -92,6 +93,7 @@ def recipe(folder: StudyFolder) -> pd.DataFrame:
         "selection metric (best epoch)": folder.selection_metric,
         "search": (f"{get(search, 'algorithm')}, lr {get(search, 'lr')}, weight decay "
                    f"{get(search, 'weight_decay')}" if search else "(not recorded)"),
+        "search warm start": warm_start.described(folder.out),
         "splits (search / repeat)": (f"{get(splits, 'search_splits')} / {get(splits, 'repeat_splits')}"
                                      if splits else "(not recorded)"),
     }

@@ -73,14 +73,15 @@ def check(out: Path) -> None:
             read_checked(f, schema)
 
 
-def read(out: Path, which: str = "results") -> pa.Table:
-    """All rows of `<out>/results` (or `epochs`); an empty table with the schema when none yet."""
+def read(out: Path, which: str = "results", columns: list[str] | None = None, where=None) -> pa.Table:
+    """All rows of `<out>/results` (or `epochs`); an empty table with the schema when none yet.
+    `columns` and `where` (a `pyarrow.compute` expression) read only what is needed."""
     schema = RESULTS_SCHEMA if which == "results" else EPOCHS_SCHEMA
     folder = StudyPaths(out).results_dir if which == "results" else StudyPaths(out).epochs_dir
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
     if not files:
-        return schema.empty_table()
-    return ds.dataset([str(f) for f in files], schema=schema, format="parquet").to_table()
+        return schema.empty_table().select(columns) if columns else schema.empty_table()
+    return ds.dataset([str(f) for f in files], schema=schema, format="parquet").to_table(columns=columns, filter=where)
 
 
 def export(out: Path, dest: Path) -> int:

@@ -24,7 +24,7 @@ from attnsweep.data.atomic import write_text
 from attnsweep.pipelines.store import parquet_store
 from attnsweep.pipelines.trial import executors
 from attnsweep.pipelines.config.compare import RESOLVED, check_resume
-from attnsweep.pipelines.sweep import budget
+from attnsweep.pipelines.sweep import budget, notify
 from attnsweep.pipelines.sweep.failed_trials import check_complete, retry_infrastructure_failures
 from attnsweep.pipelines.sweep.lock import describe, study_lock
 from attnsweep.pipelines.sweep.watcher import FOLDER_POLL_S
@@ -159,7 +159,13 @@ def run_study(study: Study, resume: bool = False, console: Console | None = None
     took_over = lambda gone: console.print(f"taking over the lock of a driver that is gone ({describe(gone)})")  # noqa: E731
     # SIGINT before Ray and the jobs start: they inherit its disposition
     with study_lock(out, resume, took_over), as_interrupt(signal.SIGINT):
-        return _run_locked(study, out, resume, console, poll_s, report, allow_failed)
+        try:
+            outputs = _run_locked(study, out, resume, console, poll_s, report, allow_failed)
+        except BaseException as e:
+            notify.study_ended_early(study, out, e)
+            raise
+        notify.study_finished(study, out)
+        return outputs
 
 
 def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s: float, report: bool,

@@ -23,58 +23,17 @@ import pandas as pd
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
-from attnsweep.pipelines.config import selection
-from attnsweep.pipelines.store import parquet_store, selection_record
+from attnsweep.pipelines.store import selection_record, warm_start
+# the search's selection rule, read by `attnsweep status` too (without Ray)
+from attnsweep.pipelines.store.search_scores import NoEligibleConfig, best_config, config_scores  # noqa: F401
 from attnsweep.pipelines.sweep.plan import make_trial, phase_splits
 from attnsweep.pipelines.config.study import LogRange, SearchSettings, Study
-from attnsweep.pipelines.sweep import budget
+from attnsweep.pipelines.sweep import budget, notify
 from attnsweep.pipelines.sweep.tracking import Recorder
 from attnsweep.pipelines.sweep.recording import finish
 from attnsweep.pipelines.sweep.tune_trial import SCORE, TIME_ATTR, VAL_SCORE
 from attnsweep.pipelines.trial.folder import TrialFolder
 from attnsweep.pipelines.trial.study_paths import StudyPaths
-
-class NoEligibleConfig(RuntimeError):
-    """Every search configuration of a variant diverged, failed or was stopped."""
-
-
-def _val_rows(out: Path, phase: str, variant: str) -> pd.DataFrame:
-    rows = parquet_store.read(out).to_pandas()
-    return rows[(rows["phase"] == phase) & (rows["variant"] == variant) & (rows["eval_set"] == "val")]
-
-
-def config_scores(out: Path, variant: str, n_splits: int, metric: str = selection.DEFAULT) -> pd.DataFrame:
-    """One row per fully recorded search configuration: lr, weight_decay, its score for the
-    search (`selection.search_score` of `metric`; None when a split failed), and whether it may
-    be chosen (every split `ok`)."""
-    val = _val_rows(out, "search", variant)
-    rows = []
-    for _, g in val.groupby("config_hash"):
-        if g["split"].nunique() < n_splits:
-            continue  # still in flight
-        statuses = set(g["status"])
-        if "failed" in statuses:
-            score = None
-        else:
-            score = selection.search_score([None if pd.isna(v) else float(v) for v in g[metric]], metric,
-                                           diverged="diverged" in statuses)
-        rows.append({"lr": float(g["lr"].iloc[0]), "weight_decay": float(g["weight_decay"].iloc[0]),
-                     "score": score, "eligible": statuses == {"ok"}})
-    return pd.DataFrame(rows, columns=["lr", "weight_decay", "score", "eligible"])
-
-
-def best_config(out: Path, variant: str, n_splits: int, metric: str = selection.DEFAULT) -> dict[str, float]:
-    """The highest search score (mean validation `metric` at each split's selected epoch) among
-    the configurations whose every split finished `ok`; diverged, failed and stopped ones never
-    win. A tie goes to the smaller lr, then the smaller weight decay (deterministic across resumes)."""
-    scores = config_scores(out, variant, n_splits, metric)
-    ok = scores[scores["eligible"]]
-    if ok.empty:
-        raise NoEligibleConfig(f"{variant}: no search configuration finished ok on every split (see "
-                               f"{StudyPaths(out).results_dir}); nothing to repeat")
-    best = ok.sort_values(["score", "lr", "weight_decay"], ascending=[False, True, True]).iloc[0]
-    return {"lr": float(best["lr"]), "weight_decay": float(best["weight_decay"])}
-
 
 def _started_configs(study: Study, out: Path, variant: str, data_dir: Path) -> list[dict[str, float]]:
     """Configurations of this study with a trial folder (from its `config.json`), in start order."""
@@ -88,8 +47,10 @@ def _started_configs(study: Study, out: Path, variant: str, data_dir: Path) -> l
     return found
 
 
-def _search_alg(s: SearchSettings, finished: pd.DataFrame, in_flight: list[dict]) -> Searcher:
-    """The searcher proposing the configurations still missing."""
+def _search_alg(s: SearchSettings, finished: pd.DataFrame, in_flight: list[dict], warm: list[dict] = ()) -> Searcher:
+    """The searcher proposing the configurations still missing; those in flight first, then the
+    warm-start points (`warm_start`)."""
+    in_flight = warm_start.first(in_flight, list(warm), {(r.lr, r.weight_decay) for r in finished.itertuples()})
     if s.algorithm == "grid":
         done = {(r.lr, r.weight_decay) for r in finished.itertuples()}
         todo = [{"lr": lr, "weight_decay": wd} for lr, wd in itertools.product(s.lr, s.weight_decay)
@@ -166,7 +127,8 @@ def search_phase(study: Study, out: Path, variant: str, data_dir: Path, recorder
                                   max_t=study.variant(variant).train.epochs, grace_period=search.asha.grace_period,
                                   reduction_factor=search.asha.reduction_factor)
     jobs = len(splits)
-    return Phase(variant, "search", _search_alg(search, finished, in_flight[:remaining]), remaining, jobs,
+    warm = warm_start.points(search, variant, out)
+    return Phase(variant, "search", _search_alg(search, finished, in_flight[:remaining], warm), remaining, jobs,
                  max(1, study.max_concurrent // jobs), scheduler)
 
 
@@ -192,3 +154,9 @@ def repeat_phase(study: Study, out: Path, variant: str, data_dir: Path, recorder
         progress.already_done(variant, "repeat", study.splits.repeat_splits - len(todo), None)
     points = [{**params, "split": split} for split in todo]
     return Phase(variant, "repeat", budget.PointsSearcher(points), len(todo), 1, study.max_concurrent)
+
+
+def end_repeat(study: Study, out: Path, variant: str, recorder: Recorder) -> None:
+    """The variant's repeats are over: their aggregate on the repeat's parent run, and a notification."""
+    recorder.store.finish_parent(variant, "repeat")
+    notify.variant_finished(study, out, variant)

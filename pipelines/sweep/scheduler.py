@@ -24,7 +24,7 @@ from ray.tune.search import Searcher
 
 from attnsweep.pipelines.config.study import Study
 from attnsweep.pipelines.sweep import budget
-from attnsweep.pipelines.sweep.phases import Phase, end_search, repeat_phase, search_phase
+from attnsweep.pipelines.sweep.phases import Phase, end_repeat, end_search, repeat_phase, search_phase
 from attnsweep.pipelines.sweep.plan import phase_splits, tune_trials
 from attnsweep.pipelines.sweep.recording import Recordings
 from attnsweep.pipelines.sweep.tune_trial import SCORE, TrialFailed, TuneTrial
@@ -87,7 +87,7 @@ class StudyLoop:
                     end_search(s, self.out, variant, self.recorder)
                 phase = repeat_phase(s, self.out, variant, self.data_dir, self.recorder, self.progress, best)
             else:
-                self.recorder.store.finish_parent(variant, "repeat")
+                end_repeat(s, self.out, variant, self.recorder)
                 phase = None
         except Exception as err:  # noqa: BLE001 -- raised once every variant has ended
             self.errors[variant], phase = err, None
