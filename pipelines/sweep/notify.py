@@ -90,7 +90,7 @@ def study_ended_early(study: Study, out: Path, error: BaseException) -> bool:
 
 
 def variant_finished(study: Study, out: Path, variant: str) -> bool:
-    """A variant's repeat phase finished (called at the end of `phases.run_repeat`)."""
+    """A variant's repeat phase finished (called by `phases.end_repeat`)."""
     if study.notify is None:
         return True
     return send(study.notify, "variant", f"attnsweep: {study.name} {variant} repeats finished",
