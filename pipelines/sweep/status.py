@@ -26,8 +26,9 @@ import yaml
 from attnsweep.pipelines.config.study import Study
 from attnsweep.pipelines.store import parquet_store
 from attnsweep.pipelines.store.search_scores import NoEligibleConfig, best_config
-from attnsweep.pipelines.sweep.lock import RECORD, holder_alive
-from attnsweep.pipelines.trial.folder import FINAL_STATUSES
+from attnsweep.pipelines.sweep.lock import holder_alive
+from attnsweep.pipelines.trial.folder import FINAL_STATUSES, TrialFolder
+from attnsweep.pipelines.trial.study_paths import StudyPaths
 
 # exit status of `attnsweep status` per state (2 is a bad study folder, as every user error)
 EXIT_CODES = {"finished": 0, "failed": 1, "running": 3, "stopped": 4}
@@ -74,14 +75,15 @@ def _iso(ts: str) -> float:
     return datetime.datetime.fromisoformat(ts).timestamp()
 
 
-def _trial(d: Path) -> dict:
-    """A trial folder's state from its files: status (result.json's, else None) and its jobs."""
-    def read(name: str):
+def _trial(t: TrialFolder) -> dict:
+    """A trial folder's state from its files: status (its result's, else None) and its jobs; a file
+    being written or damaged counts as not there yet."""
+    def read(what):
         try:
-            return json.loads((d / name).read_text())
+            return what()
         except (OSError, ValueError):
             return None
-    result, jobs = read("result.json") or {}, read("jobs.json") or []
+    result, jobs = read(t.result) or {}, read(t.jobs) or []
     return {"status": result.get("status"), "ended_at": result.get("ended_at"), "jobs": jobs}
 
 
@@ -101,7 +103,7 @@ def _squeue(job_ids: list[str]) -> dict[str, str] | None:
 
 def saved_study(out: Path) -> Study:
     """`<out>/study.yaml`, the study as it ran."""
-    path = out / "study.yaml"
+    path = StudyPaths(out).study_file
     if not path.exists():
         raise NotAStudy(f"{out}: no study.yaml (not a study folder, or its driver has not started)")
     try:
@@ -122,8 +124,7 @@ def status(out: Path, now: float | None = None) -> StudyStatus:
     trials = {}
     for phase in ("search", "repeat"):
         for v in study.variant_ids:
-            folder = out / "trials" / phase / v
-            trials[(v, phase)] = [_trial(c.parent) for c in folder.glob("*/config.json")] if folder.is_dir() else []
+            trials[(v, phase)] = [_trial(t) for t in StudyPaths(out).iter_trials(phase, v)]
     open_jobs = [j for ts in trials.values() for t in ts if t["status"] not in FINAL_STATUSES
                  and t["status"] != "failed" for j in t["jobs"][-1:]]
     slurm_ids = [str(j["job_id"]) for j in open_jobs if j.get("kind") == "slurm"]
@@ -171,9 +172,9 @@ def status(out: Path, now: float | None = None) -> StudyStatus:
 
 
 def _driver(out: Path) -> dict | None:
-    """The driver's record (`lock.RECORD`) with `alive`; None when no driver holds the folder."""
+    """The driver's record (`StudyPaths.driver_file`) with `alive`; None when no driver holds the folder."""
     try:
-        record = json.loads((out / RECORD).read_text())
+        record = json.loads(StudyPaths(out).driver_file.read_text())
     except (OSError, ValueError):
         return None
     return {**record, "alive": holder_alive(record)} if isinstance(record, dict) else None
