@@ -9,10 +9,10 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "2"  # 2: epochs.images_per_s
+SCHEMA_VERSION = "3"  # 2: epochs.images_per_s; 3: results.diverged_epoch
 
 # columns added after version 1: a file written before them reads back with nulls there
-ADDED_COLUMNS = {"images_per_s": "2"}
+ADDED_COLUMNS = {"images_per_s": "2", "diverged_epoch": "3"}
 
 PHASES = ("search", "repeat")
 STATUSES = ("ok", "diverged", "failed", "stopped")
@@ -36,6 +36,7 @@ RESULTS_SCHEMA = pa.schema(
         ("epochs", pa.int64()),
         ("best_epoch", pa.int64()),  # null when no epoch finished
         ("status", pa.string()),  # ok | diverged | failed | stopped
+        ("diverged_epoch", pa.int64()),  # the epoch whose loss or a metric was not finite (diverged)
         ("balanced_accuracy", pa.float64()),  # metrics are null for runs without selected weights
         ("accuracy", pa.float64()),
         ("auc_roc", pa.float64()),

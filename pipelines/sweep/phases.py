@@ -183,7 +183,7 @@ def run_search(study: Study, out: Path, variant: str, data_dir: Path, recorder: 
         _fit(study, out, "search", variant, data_dir, recorder, progress, space, remaining, search_alg,
              scheduler, poll_s, gate)
     best = best_config(out, variant, len(splits), selection_metric)
-    recorder.store.finish_parent(variant, "search", best)
+    recorder.finish_parent(variant, "search", best)
     return best
 
 
@@ -201,4 +201,4 @@ def run_repeat(study: Study, out: Path, variant: str, data_dir: Path, recorder: 
         points = [{**params, "split": split} for split in todo]
         _fit(study, out, "repeat", variant, data_dir, recorder, progress, {}, len(todo),
              budget.PointsSearcher(points), poll_s=poll_s, gate=gate)
-    recorder.store.finish_parent(variant, "repeat")
+    recorder.finish_parent(variant, "repeat")
