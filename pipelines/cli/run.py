@@ -63,11 +63,20 @@ def run(
     from attnsweep.pipelines.config.trial_config import TrialConfigError
     from attnsweep.pipelines.store.mlflow_store import TrackingUnavailable, check_tracking
 
+    for field, spec in [("dataset", study.dataset), *((f"ood.{k}", v) for k, v in study.ood.items())]:
+        if spec.root is not None and not Path(spec.root).exists():  # before the study folder is touched
+            _fail(f"{study_file}: {field}.root: {spec.root} does not exist; fix the path")
     try:
         if study.tracking_uri:
             check_tracking(study.tracking_uri)
     except TrackingUnavailable as e:
         _fail(str(e))
+    out_dir = study.output_dir()
+    if not out_dir.exists():
+        try:
+            out_dir.mkdir(parents=True)
+        except OSError as e:  # a file on the way (FILE/sub), /proc, no permission
+            _fail(f"--out {out_dir}: cannot create the folder ({e.strerror}); pass another --out")
     # Without a terminal (a log file, a SLURM job) rich would wrap at 80 columns.
     console = Console() if Console().is_terminal else Console(width=120, soft_wrap=True)
     try:
