@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 from mlflow_server import free_port, start_server, stop_server
 from orchestrate_setup import Driver, run_attnsweep
 from survive_setup import counts, hold_env, held, one_trial_study, wait_for
+from trainer_setup import data_dir, trial_config  # noqa: F401 (fixture)
 from typer.testing import CliRunner
 
 from attnsweep.pipelines.cli import app
@@ -50,7 +51,7 @@ def test_readers_leave_out_exports_and_other_studies_and_refuse_copies(golden_co
     res = CliRunner().invoke(app, ["export", str(golden_copy), "--to", str(dest)])
     assert res.exit_code == 0 and pd.read_parquet(dest).shape[0] == rows
     shutil.copy(dest, golden_copy / "results" / "all.parquet")  # moved in by hand: marked as an export
-    other = pq.read_table(sorted((golden_copy / "results").glob("synth*.parquet"))[0])
+    other = pq.read_table(min((golden_copy / "results").glob("synth*.parquet")))
     other = other.set_column(0, "study", pa_strings(["another"] * other.num_rows))
     pq.write_table(other, golden_copy / "results" / "another-study.parquet")
     assert len(load(golden_copy).results) == rows
@@ -59,7 +60,7 @@ def test_readers_leave_out_exports_and_other_studies_and_refuse_copies(golden_co
     assert len(left_out) == 2 and "a results-export file" in left_out[0] and "rows of study another" in left_out[1]
     # a plain copy of a driver's file counts its rows twice: refused with one line naming it
     copy = golden_copy / "results" / "zz-copy.parquet"
-    shutil.copy(sorted((golden_copy / "results").glob("synth*.parquet"))[0], copy)
+    shutil.copy(min((golden_copy / "results").glob("synth*.parquet")), copy)
     res = CliRunner().invoke(app, ["report", str(golden_copy), "--no-explain"])
     assert res.exit_code == 2 and f"{copy}: repeats rows of" in res.output, res.output
 
@@ -171,3 +172,27 @@ def test_a_tracking_server_that_does_not_answer_is_one_line(tmp_path):
     assert f"--tracking-uri {uri}: no MLflow server answers" in res.stderr and not (tmp_path / "out").exists()
     res = run_attnsweep("run", str(study), "--out", str(tmp_path / "out"), "--tracking-uri", "ftp://x")
     assert res.returncode == 2 and "unknown scheme 'ftp'" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_a_trial_at_lr_1e6_ends_diverged_with_its_epoch(data_dir, tmp_path):  # noqa: F811
+    from attnsweep.pipelines.trial.folder import TrialFolder
+    from attnsweep.pipelines.trial.trainer import train
+
+    folder = TrialFolder(tmp_path / "trial")
+    result = train(trial_config(data_dir, lr=1e6, epochs=2), folder.path)
+    assert result["status"] == "diverged" and result["diverged_epoch"] == 1 and result["metrics"] == {}
+    assert folder.final_result() == result  # valid JSON, final: never retried
+    assert folder.epochs() == []  # the diverged epoch's non-finite values are not written
+
+
+def test_two_folders_of_one_study_name_never_share_an_experiment(tmp_path):
+    from attnsweep.pipelines.store.mlflow_store import MlflowStore
+
+    uri = f"sqlite:///{tmp_path / 'shared.db'}"  # one tracking store, as a lab's server
+    first = MlflowStore(uri, "same", tmp_path / "a")
+    again = MlflowStore(uri, "same", tmp_path / "a")  # the same folder resumed: its own experiment again
+    second = MlflowStore(uri, "same", tmp_path / "b")
+    assert first.note is None and again.experiment_id == first.experiment_id
+    assert second.experiment_id != first.experiment_id and second.experiment_name.startswith("same-")
+    assert str(tmp_path / "a") in second.note and str(tmp_path / "b") in second.note
+    assert first.parent("v", "search") != second.parent("v", "search")

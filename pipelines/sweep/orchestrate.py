@@ -255,7 +255,7 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
         from attnsweep.pipelines.report.features import analyse_study, log_features_to_mlflow
 
         analyse_study(out, study.features, log=console.print)
-        log_features_to_mlflow(out, tracking_uri, recorder.store.study_run())
+        recorder.mlflow(lambda: log_features_to_mlflow(out, tracking_uri, recorder.store.study_run()))
 
     report_path = None
     if report:

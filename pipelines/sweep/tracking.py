@@ -5,6 +5,7 @@ from its `metrics.jsonl`. A trial counts as recorded once its `results/<trial_id
 exists, so a resumed driver records every trial exactly once."""
 from __future__ import annotations
 
+import functools
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
@@ -95,11 +96,11 @@ class Recorder:
         """Replay what MLflow has not got, in order -> whether it has everything now."""
         with self._lock:
             for trial_id, (ref, result) in list(self.pending.items()):
-                if not self.mlflow(lambda: self._log_trial(ref, result)):
+                if not self.mlflow(functools.partial(self._log_trial, ref, result)):
                     return False
                 del self.pending[trial_id]
             for (variant, phase), best in list(self.parents.items()):
-                if not self.mlflow(lambda: self.store.finish_parent(variant, phase, best)):
+                if not self.mlflow(functools.partial(self.store.finish_parent, variant, phase, best)):
                     return False
                 del self.parents[(variant, phase)]
             return True
