@@ -37,7 +37,6 @@ _ENV = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=True,
 )
-_ENV.filters["md"] = md_escape
 
 
 def _fmt(v) -> str:
@@ -60,6 +59,9 @@ def md_escape(text: object) -> str:
     """Text from user data (dataset, class and variant names) for `report.md`: Markdown passes raw
     HTML through, so `<`, `>`, `&` become entities, and a `|` would split a table cell."""
     return html.escape(" ".join(str(text).split()), quote=False).replace("|", "\\|")
+
+
+_ENV.filters["md"] = md_escape
 
 
 def _md_table(df: pd.DataFrame) -> str:
