@@ -198,7 +198,7 @@ FORMULA_START = ("=", "+", "@", "\t", "\r")  # what a spreadsheet runs as a form
 def csv_safe(table: pd.DataFrame) -> pd.DataFrame:
     """Text cells that a spreadsheet would run as a formula get a leading `'`; the csv module
     quotes commas, quotes and newlines."""
-    text = [c for c in table.columns if table[c].dtype == object]
+    text = [c for c in table.columns if pd.api.types.is_object_dtype(table[c]) or pd.api.types.is_string_dtype(table[c])]
     guard = lambda v: f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_START) else v  # noqa: E731
     return table.assign(**{c: table[c].map(guard) for c in text}) if text else table
 
