@@ -163,8 +163,9 @@ def training_images(study: Study) -> int | None:
 
 
 def study_jobs(study: Study) -> int:
-    """The training jobs of the whole study: at most this many run at once, whatever the budget."""
-    return sum(study.variant(v).search.n_configs() * study.splits.search_splits + study.splits.repeat_splits
+    """The most training jobs the study can run at once, whatever the budget: a variant's search
+    (every configuration on every search split) or its repeats (they start after its search)."""
+    return sum(max(study.variant(v).search.n_configs() * study.splits.search_splits, study.splits.repeat_splits)
                for v in study.variant_ids)
 
 
@@ -180,7 +181,7 @@ def _cores_per_job(study: Study, executor, threads: int | None = None, jobs_at_o
 
     if executor.kind == "slurm":
         return float(executor.slurm.cpus_per_task * executor.world_size)
-    jobs = jobs_at_once or min(study.max_concurrent, study_jobs(study))  # a wider budget than jobs shares nothing
+    jobs = jobs_at_once or min(study.max_concurrent, study_jobs(study))  # slots beyond the jobs share no cores
     threads = threads or local_cpu_threads(executor, jobs) or machine_cpus()
     return min(float(threads * executor.world_size), machine_cpus() / jobs)
 
