@@ -174,12 +174,17 @@ def test_a_tracking_server_that_does_not_answer_is_one_line(tmp_path):
     assert res.returncode == 2 and "unknown scheme 'ftp'" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
-def test_a_trial_at_lr_1e6_ends_diverged_with_its_epoch(data_dir, tmp_path):  # noqa: F811
+def test_a_trial_at_lr_1e6_ends_diverged_and_temp_files_of_a_killed_job_go(data_dir, tmp_path):  # noqa: F811
     from attnsweep.pipelines.trial.folder import TrialFolder
     from attnsweep.pipelines.trial.trainer import train
 
     folder = TrialFolder(tmp_path / "trial")
+    folder.path.mkdir()
+    left = [folder.path / ".checkpoint.pt.4242.tmp", folder.path / ".best-epoch1.pt.4242.tmp"]  # of a killed job
+    for path in left:
+        path.write_bytes(b"half")
     result = train(trial_config(data_dir, lr=1e6, epochs=2), folder.path)
+    assert not any(p.exists() for p in left)  # the next job of the trial removed them
     assert result["status"] == "diverged" and result["diverged_epoch"] == 1 and result["metrics"] == {}
     assert folder.final_result() == result  # valid JSON, final: never retried
     assert folder.epochs() == []  # the diverged epoch's non-finite values are not written
