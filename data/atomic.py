@@ -39,3 +39,19 @@ def remove_stale_folders(parent: Path, prefix: str) -> list[Path]:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
+
+
+TEMP_NAME = r"\..+\.\d+\.tmp"  # what `replacing` names a temp file: .<name>.<pid>.tmp
+
+
+def remove_temp_files(folder: Path, recursive: bool = True) -> list[Path]:
+    """Remove the temp files `replacing` left in `folder` when its process was killed -> what was
+    removed. Only for a folder whose writer is the caller alone now (a trial's job, a study's
+    driver under its lock): a live writer's temp file would go too."""
+    import re
+
+    found = folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp")
+    removed = [p for p in found if re.fullmatch(TEMP_NAME, p.name) and p.is_file()]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed

@@ -65,13 +65,31 @@ def check_input_size(name: str, image_size: int, stem: str = "imagenet") -> None
     """ValueError in one line when the variant cannot train on `image_size` px inputs (e.g. a
     feature map that shrinks to nothing): one training-mode forward of a batch of 2 on the meta device."""
     check_stem(name, stem)
+    reason = _forward_error(name, image_size, stem)
+    if reason is not None:
+        hint = ""
+        if stem != "small" and check_stem_ok(name, "small") and _forward_error(name, image_size, "small") is None:
+            hint = "; its stem shrinks the input too far: set train.stem: small (no pretrained weights)"
+        raise ValueError(f"model {name} cannot take {image_size} px images (stem {stem}): {reason}{hint}")
+
+
+def check_stem_ok(name: str, stem: str) -> bool:
+    try:
+        check_stem(name, stem)
+    except ValueError:
+        return False
+    return True
+
+
+def _forward_error(name: str, image_size: int, stem: str) -> str | None:
+    """The first line of the error a training forward at `image_size` raises, None when it runs."""
     try:
         with torch.device("meta"):
             model = _build(name, 2, image_size, stem)
             model.train()(torch.empty(2, 3, image_size, image_size))
     except (RuntimeError, ValueError, AssertionError) as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ValueError(f"model {name} cannot take {image_size} px images (stem {stem}): {reason}") from None
+        return (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return None
 
 
 @cache

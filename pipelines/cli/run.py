@@ -1,6 +1,7 @@
 """`attnsweep run STUDY` (the study driver) and `attnsweep export OUT --to FILE.parquet`."""
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -57,17 +58,35 @@ def run(
     from attnsweep.pipelines.trial.failures import describe
     from attnsweep.pipelines.trial.study_paths import StudyPaths
     from attnsweep.pipelines.config.trial_config import TrialConfigError
+    from attnsweep.pipelines.store.mlflow_store import TrackingUnavailable, check_tracking
 
+    for field, spec in [("dataset", study.dataset), *((f"ood.{k}", v) for k, v in study.ood.items())]:
+        if spec.root is not None and not Path(spec.root).exists():  # before the study folder is touched
+            _fail(f"{study_file}: {field}.root: {spec.root} does not exist; fix the path")
+    try:
+        if study.tracking_uri:
+            check_tracking(study.tracking_uri)
+    except TrackingUnavailable as e:
+        _fail(str(e))
+    out_dir = study.output_dir()
+    if not out_dir.exists():
+        try:
+            out_dir.mkdir(parents=True)
+        except OSError as e:  # a file on the way (FILE/sub), /proc, no permission
+            _fail(f"--out {out_dir}: cannot create the folder ({e.strerror}); pass another --out")
     # Without a terminal (a log file, a SLURM job) rich would wrap at 80 columns.
     console = Console() if Console().is_terminal else Console(width=120, soft_wrap=True)
     try:
         result = run_study(study, resume=resume, console=console, report=not no_report, allow_failed=allow_failed)
-    except (StudyExists, StudyLocked, StudyChanged, BadResultsFile, DataError, TrialConfigError) as e:
+    except (StudyExists, StudyLocked, StudyChanged, BadResultsFile, DataError, TrialConfigError,
+            TrackingUnavailable) as e:
         _fail(str(e))
     except (NoEligibleConfig, StudyIncomplete) as e:
-        _fail(str(e), code=1)
+        _fail(_disk_full(study.output_dir()) or str(e), code=1)
     except OSError as e:  # e.g. a full disk under the driver's own writes
-        _fail(describe(e), code=1)
+        if e.errno == errno.ENOSPC:
+            _fail(_disk_full(study.output_dir(), always=True), code=1)
+        _fail(f"{describe(e)}; fix it and run with --resume", code=1)
     except KeyboardInterrupt:
         console.print("interrupted: unfinished trials' jobs were cancelled; `--resume` finishes the study")
         # Everything is on disk and the jobs are stopped; the interpreter's native teardown after
@@ -90,18 +109,35 @@ def run(
         console.print(f"  look at the runs:  {runs_url(result.tracking_uri, result.experiment_id)}")
 
 
+def _disk_full(out: Path, always: bool = False) -> str | None:
+    """The line for a study that stopped because its disk filled (the driver's own write, or a
+    trial recorded as failed with ENOSPC), else None."""
+    from attnsweep.pipelines.sweep.failed_trials import failed_trials
+
+    if not always:
+        try:
+            whys = failed_trials(out)["why"]
+        except (OSError, ValueError):
+            return None
+        if not whys.str.contains("No space left on device").any():
+            return None
+    return f"no space left on device in {out}; free space and run with --resume"
+
+
 def export(
     out: Path = typer.Argument(..., help="A study output folder."),
     to: Path = typer.Option(..., "--to", help="The Parquet file to write."),
 ) -> None:
     """Consolidate a study's result rows (`<out>/results/`) into one Parquet file."""
-    from attnsweep.pipelines.store.parquet_store import BadResultsFile
     from attnsweep.pipelines.store.parquet_store import export as export_rows
+    from attnsweep.pipelines.trial.failures import describe
 
     try:
         n = export_rows(out, to)
-    except (FileNotFoundError, BadResultsFile) as e:
+    except (FileNotFoundError, ValueError) as e:  # no study folder, a target inside it, a bad results file
         _fail(str(e))
+    except OSError as e:  # the target cannot be written (a file named as a folder, /proc, no space)
+        _fail(f"--to {to}: cannot write it ({describe(e)})")
     typer.echo(f"{n} rows -> {to}")
 
 

@@ -25,7 +25,7 @@ NOT_OPTIONS = {"dataset", "ood", "splits", "data_dir", "extra"}
 DEFAULTS = {"epochs": 10, "lr": 0.1, "weight_decay": 1e-4, "batch_size": 32, "split": "repeat-0"}
 FLAGS = {"num_workers": "--loader-workers"}  # `--workers` is the executor's
 HELP = {"split": "Split name (search-K, repeat-K), or K for repeat-K.",
-        "timeout_min": "Time limit of one job (slurm and local)."}
+        "timeout_min": "Time limit of one job (default: 60 for slurm, none for local)."}
 
 
 def _key_values(items: list[str], option: str) -> dict:

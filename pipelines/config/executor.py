@@ -16,7 +16,8 @@ class SlurmResources(BaseModel):
     tasks_per_node: int = Field(1, ge=1, description="ranks per node (one per GPU on a GPU node)")
     cpus_per_task: int = Field(1, ge=1)
     mem_gb: float | None = Field(None, gt=0)
-    timeout_min: int = Field(60, ge=1, description="time limit of one job (a `local` job too)")
+    timeout_min: int | None = Field(None, ge=1, description="time limit of one job; unset: 60 min for a `slurm` "
+                                                            "job, none for a `local` one")
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None
@@ -24,6 +25,10 @@ class SlurmResources(BaseModel):
                                                description="more sbatch flags, e.g. {'exclusive': True}")
     signal_delay_s: int = Field(90, ge=0, description="the requeue signal comes this long before the time limit")
     max_requeues: int = Field(3, ge=0, description="time-outs after which the job is not requeued again")
+
+
+SLURM_DEFAULT_TIMEOUT_MIN = 60
+LOCAL_NO_TIMEOUT_MIN = 100 * 365 * 24 * 60  # submitit's local jobs always have a limit: a century is none
 
 
 class ExecutorSpec(BaseModel):

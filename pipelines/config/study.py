@@ -2,6 +2,7 @@
 Validated with pydantic when loaded; an error is one line naming the file and the field."""
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ PER_TRIAL_FIELDS = {"model", "dataset", "ood", "splits", "split", "image_size", 
 # The `train:` section: TrialConfig's own fields and defaults (one definition), minus the per-trial ones.
 TrainSettings = create_model(
     "TrainSettings",
-    __config__=ConfigDict(extra="forbid", frozen=True),
+    __config__=ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False),
     **{name: (f.annotation, f) for name, f in TrialConfig.model_fields.items() if name not in PER_TRIAL_FIELDS},
 )
 
@@ -34,7 +35,7 @@ TrainSettings = create_model(
 class LogRange(BaseModel):
     """A log-uniform range, e.g. `lr: {low: 1e-4, high: 1e-1}`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     low: float = Field(gt=0)
     high: float = Field(gt=0)
 
@@ -65,7 +66,7 @@ class WarmPoint(BaseModel):
 
 
 class SearchSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     algorithm: Literal["tpe", "grid"] = "tpe"
     trials: int = Field(8, ge=1, strict=True, description="configurations per variant (tpe); grid: all combinations")
@@ -91,6 +92,9 @@ class SearchSettings(BaseModel):
     def _range_or_list(cls, v: object) -> object:
         if not isinstance(v, (dict, list, LogRange)):  # else pydantic reports each union member's error
             raise ValueError(f"expected a log-uniform range {{low: .., high: ..}} or a list of values, got {v!r}")
+        values = v if isinstance(v, list) else list(v.values()) if isinstance(v, dict) else []
+        if any(isinstance(x, float) and not math.isfinite(x) for x in values):
+            raise ValueError(f"values must be finite numbers, got {v!r}")
         return v
 
     @field_validator("lr", "weight_decay")
@@ -175,7 +179,7 @@ def _merged(base: BaseModel, override: dict) -> dict:
 
 
 class Study(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str
     description: str = ""
@@ -337,15 +341,38 @@ class StudyError(ValueError):
     """A study file that cannot be used; the message is one line naming the file and field."""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last
+    silently and has no option for it; a study would run with a setting its reader did not see)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_study(path: Path, dotlist: Sequence[str] = (), options: dict | None = None) -> Study:
     """Parse and validate a study file, with command-line overrides: `dotlist` (KEY=VALUE items,
     `config.overrides`) and `options` (fields set by command-line options, e.g. `--out`) merged
     over it. Relative dataset roots are relative to the file (to the working directory when an
     override sets them)."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 -- a SafeLoader
     except FileNotFoundError:
         raise StudyError(f"{path}: no such study file") from None
+    except IsADirectoryError:
+        raise StudyError(f"{path}: is a folder; name the study file (studies/*.yaml)") from None
+    except UnicodeDecodeError as e:
+        raise StudyError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#x} at offset {e.start}); "
+                         f"save it as UTF-8") from None
+    except OSError as e:
+        raise StudyError(f"{path}: cannot read it ({e.strerror})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""

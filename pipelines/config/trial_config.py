@@ -24,7 +24,7 @@ MODEL_PROBED = "model_probed"
 
 
 class TrialConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     model: str = Field(description="model variant, e.g. resnet18 or resnet18+ga")
     dataset: DatasetSpec

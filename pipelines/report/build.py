@@ -6,6 +6,7 @@ report never leaves a half-written one."""
 from __future__ import annotations
 
 import base64
+import html
 import math
 import os
 import re
@@ -55,13 +56,22 @@ def _display(df: pd.DataFrame) -> pd.DataFrame:
     return df.apply(lambda col: col.map(_fmt)) if len(df) else df
 
 
+def md_escape(text: object) -> str:
+    """Text from user data (dataset, class and variant names) for `report.md`: Markdown passes raw
+    HTML through, so `<`, `>`, `&` become entities, and a `|` would split a table cell."""
+    return html.escape(" ".join(str(text).split()), quote=False).replace("|", "\\|")
+
+
+_ENV.filters["md"] = md_escape
+
+
 def _md_table(df: pd.DataFrame) -> str:
     # pandas' to_markdown needs the optional `tabulate`; a pipe table is three lines
     if df.empty:
         return "(none)"
     d = _display(df)
-    lines = ["| " + " | ".join(d.columns) + " |", "|" + "---|" * len(d.columns)]
-    lines += ["| " + " | ".join(r) + " |" for r in d.astype(str).itertuples(index=False)]
+    lines = ["| " + " | ".join(md_escape(c) for c in d.columns) + " |", "|" + "---|" * len(d.columns)]
+    lines += ["| " + " | ".join(md_escape(c) for c in r) + " |" for r in d.astype(str).itertuples(index=False)]
     return "\n".join(lines)
 
 

@@ -77,16 +77,17 @@ def _study_variants(study: dict) -> list[str]:
     return [str(i.get("id") or i.get("model")) if isinstance(i, dict) else str(i) for i in items]
 
 
-def _read_parquet_dir(folder: Path, schema: pa.Schema, required: bool) -> pd.DataFrame:
-    found = parquet_store.files(folder)
-    if not found:
-        if required:
-            raise StudyFolderError(f"{folder}: no Parquet files (has the study run?)")
-        return schema.empty_table().to_pandas()
+def _read_parquet_dir(out: Path, which: str, schema: pa.Schema, required: bool, name: str | None) -> pd.DataFrame:
+    """This study's rows (`parquet_store.study_tables`: an export or another study's file is left out)."""
     try:
-        return pa.concat_tables([parquet_store.read_checked(f, schema) for f in found]).to_pandas()
+        tables, _ = parquet_store.study_tables(out, which, name)
     except parquet_store.BadResultsFile as e:
         raise StudyFolderError(str(e)) from None
+    if not tables:
+        if required:
+            raise StudyFolderError(f"{StudyPaths(out).results_dir}: no result files of this study (has the study run?)")
+        return schema.empty_table().to_pandas()
+    return pa.concat_tables(tables).to_pandas()
 
 
 def _read_study(path: Path) -> tuple[dict, StatsSettings]:
@@ -114,8 +115,9 @@ def load(out: Path | str) -> StudyFolder:
         raise StudyFolderError(f"{out}: no such study folder")
     paths = StudyPaths(out)
     study, settings = _read_study(paths.study_file)
-    results = _read_parquet_dir(paths.results_dir, RESULTS_SCHEMA, required=True)
-    epochs = _read_parquet_dir(paths.epochs_dir, EPOCHS_SCHEMA, required=False)
+    name = study.get("name")
+    results = _read_parquet_dir(out, "results", RESULTS_SCHEMA, required=True, name=name)
+    epochs = _read_parquet_dir(out, "epochs", EPOCHS_SCHEMA, required=False, name=name)
     bad = sorted(set(results["phase"].dropna()) - {"search", "repeat"})
     if bad:
         raise StudyFolderError(f"{paths.results_dir}: phase: unknown values {bad}")

@@ -202,7 +202,18 @@ def build_tables(folder: StudyFolder) -> dict[str, pd.DataFrame]:
     return tables
 
 
+FORMULA_START = ("=", "+", "@", "\t", "\r")  # what a spreadsheet runs as a formula (OWASP CSV injection)
+
+
+def csv_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """Text cells that a spreadsheet would run as a formula get a leading `'`; the csv module
+    quotes commas, quotes and newlines."""
+    text = [c for c in table.columns if pd.api.types.is_object_dtype(table[c]) or pd.api.types.is_string_dtype(table[c])]
+    guard = lambda v: f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_START) else v  # noqa: E731
+    return table.assign(**{c: table[c].map(guard) for c in text}) if text else table
+
+
 def write_tables(tables: dict[str, pd.DataFrame], folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
-        table.to_csv(folder / f"{name}.csv", index=False, float_format=CSV_FLOAT)
+        csv_safe(table).to_csv(folder / f"{name}.csv", index=False, float_format=CSV_FLOAT)

@@ -8,14 +8,16 @@ import json
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+import yaml
 
 from attnsweep.data.atomic import replacing
 from attnsweep.pipelines.store import selection_record
 from attnsweep.pipelines.store.results_schema import EPOCHS_SCHEMA, RESULTS_SCHEMA, to_table
 from attnsweep.pipelines.trial.study_paths import StudyPaths
 
+RESULTS_DIR, EPOCHS_DIR = "results", "epochs"
+SCHEMA_KEY, EXPORT_KIND = b"attnsweep.schema", "results-export"  # the marker in a file's schema metadata
 
 
 def _write_atomic(table: pa.Table, path: Path) -> Path:
@@ -32,6 +34,15 @@ def write_trial(out: Path, trial_id: str, results: list[dict], epochs: list[dict
 
 def is_recorded(out: Path, trial_id: str) -> bool:
     return StudyPaths(out).results_file(trial_id).exists()
+
+
+def run_id(out: Path, trial_id: str) -> str | None:
+    """The MLflow run id a recorded trial's rows name (None: not recorded, or recorded while MLflow was down)."""
+    path = StudyPaths(out).results_file(trial_id)
+    if not path.exists():
+        return None
+    ids = pq.read_table(path, columns=["mlflow_run_id"]).column("mlflow_run_id").to_pylist()
+    return ids[0] if ids else None
 
 
 def forget_trial(out: Path, trial_id: str) -> None:
@@ -65,35 +76,95 @@ def files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_"))) if folder.is_dir() else []
 
 
-def check(out: Path) -> None:
-    """Every file of `results/` and `epochs/` is readable and of the schema (`BadResultsFile`)."""
-    paths = StudyPaths(out)
-    for folder, schema in ((paths.results_dir, RESULTS_SCHEMA), (paths.epochs_dir, EPOCHS_SCHEMA)):
-        for f in files(folder):
-            read_checked(f, schema)
+def study_name(out: Path) -> str | None:
+    """The study's name from `<out>/study.yaml` (written by the driver), None without one."""
+    try:
+        data = yaml.safe_load(StudyPaths(out).study_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    return str(data["name"]) if isinstance(data, dict) and data.get("name") else None
 
 
-def read(out: Path, which: str = "results", columns: list[str] | None = None, where=None) -> pa.Table:
-    """All rows of `<out>/results` (or `epochs`); an empty table with the schema when none yet.
-    `columns` and `where` (a `pyarrow.compute` expression) read only what is needed."""
-    schema = RESULTS_SCHEMA if which == "results" else EPOCHS_SCHEMA
-    folder = StudyPaths(out).results_dir if which == "results" else StudyPaths(out).epochs_dir
-    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
-    if not files:
-        return schema.empty_table().select(columns) if columns else schema.empty_table()
-    return ds.dataset([str(f) for f in files], schema=schema, format="parquet").to_table(columns=columns, filter=where)
+def _kind(path: Path) -> str | None:
+    """The `attnsweep.schema` marker of a Parquet file (`results`, `epochs`, `results-export`)."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (pa.ArrowInvalid, OSError) as e:
+        raise BadResultsFile(f"{path}: not a readable Parquet file ({e})") from None
+    kind = metadata.get(SCHEMA_KEY)
+    return kind.decode() if kind is not None else None
+
+
+def study_tables(out: Path, which: str = RESULTS_DIR, name: str | None = None) -> tuple[list[pa.Table], list[str]]:
+    """The tables of the result files of this study in `<out>/results` (or `epochs`), and one line
+    per file left out: one marked as another kind (an export, `attnsweep export`), or whose rows
+    belong to another study than `name` (default: `<out>/study.yaml`'s). A file that is damaged
+    or of another schema, or that repeats rows of another file, is a `BadResultsFile`: results
+    must never be counted twice or silently dropped."""
+    schema = RESULTS_SCHEMA if which == RESULTS_DIR else EPOCHS_SCHEMA
+    name = name or study_name(out)
+    tables, skipped, seen = [], [], {}
+    for path in files(_folder(out, which)):
+        kind = _kind(path)
+        if kind is not None and kind != which:
+            skipped.append(f"{path} (a {kind} file, not written by the driver)")
+            continue
+        table = read_checked(path, schema)
+        studies = set(table.column("study").to_pylist())
+        if name is not None and table.num_rows and studies != {name}:
+            skipped.append(f"{path} (rows of study {', '.join(sorted(map(str, studies)))}, not {name})")
+            continue
+        key_columns = ["trial_id", "split", "eval_set"] if which == RESULTS_DIR else ["trial_id", "split", "epoch"]
+        for key in zip(*(table.column(c).to_pylist() for c in key_columns)):
+            if key in seen and seen[key] != path:
+                raise BadResultsFile(f"{path}: repeats rows of {seen[key]} (trial {key[0]}); a copy or an export "
+                                     f"does not belong in {_folder(out, which)}: move it out")
+            seen[key] = path
+        tables.append(table)
+    return tables, skipped
+
+
+def check(out: Path) -> list[str]:
+    """Every result file of `results/` and `epochs/` is readable, of the schema and counted once
+    (`BadResultsFile`) -> one line per file left out (see `study_tables`)."""
+    return [line for which in (RESULTS_DIR, EPOCHS_DIR) for line in study_tables(out, which)[1]]
+
+
+def read(out: Path, which: str = RESULTS_DIR, columns: list[str] | None = None, where=None) -> pa.Table:
+    """All rows of this study in `<out>/results` (or `epochs`); an empty table with the schema when
+    none yet. `columns` and `where` (a `pyarrow.compute` expression) keep only what is needed."""
+    schema = RESULTS_SCHEMA if which == RESULTS_DIR else EPOCHS_SCHEMA
+    tables, _ = study_tables(out, which)
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    if where is not None:
+        table = table.filter(where)
+    return table.select(columns) if columns else table
+
+
+def _folder(out: Path, which: str) -> Path:
+    return StudyPaths(out).results_dir if which == RESULTS_DIR else StudyPaths(out).epochs_dir
+
+
+def inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
 
 
 def export(out: Path, dest: Path) -> int:
-    """Consolidate `<out>/results` into one Parquet file (temp + rename) -> number of rows. The
-    driver's choices (`selection/*.json`, variant -> record) travel in its schema metadata under
+    """Consolidate `<out>/results` into one Parquet file (temp + rename) -> number of rows. The file
+    is marked `results-export`, and may not be written inside the study folder. The driver's
+    choices (`selection/*.json`, variant -> record) travel in its schema metadata under
     `attnsweep.selection`."""
     if not StudyPaths(out).results_dir.is_dir():
         raise FileNotFoundError(f"{StudyPaths(out).results_dir}: no results folder (is {out} a study output folder?)")
+    if inside(dest, out):
+        raise ValueError(f"--to {dest}: inside the study folder {out}, whose results/ holds only what the driver "
+                         f"writes; export to a path outside it")
+    if dest.is_dir():
+        raise ValueError(f"--to {dest}: is a folder; name the Parquet file to write")
     check(out)
     table = read(out).sort_by([("phase", "ascending"), ("variant", "ascending"), ("split", "ascending"),
                                ("eval_set", "ascending")])
     chosen = json.dumps(selection_record.read_all(out), allow_nan=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"attnsweep.selection": chosen.encode()})
-    _write_atomic(table, dest)
+    metadata = {**(table.schema.metadata or {}), SCHEMA_KEY: EXPORT_KIND.encode(), b"attnsweep.selection": chosen.encode()}
+    _write_atomic(table.replace_schema_metadata(metadata), dest)
     return table.num_rows

@@ -74,6 +74,7 @@ def result_rows(
                 "epochs": config["epochs"],
                 "best_epoch": result.get("best_epoch"),
                 "status": result["status"],
+                "diverged_epoch": result.get("diverged_epoch"),
                 **{k: _metric(m, k) for k in METRICS},
                 "n_samples": (m or {}).get("n_samples"),
                 "n_train": result.get("n_train"),

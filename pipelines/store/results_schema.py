@@ -9,7 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"  # 2: epochs.images_per_s; 3: results.diverged_epoch
 
 _UTC = pa.timestamp("us", tz="UTC")
 
@@ -30,6 +30,7 @@ RESULTS_SCHEMA = pa.schema(
         ("epochs", pa.int64()),
         ("best_epoch", pa.int64()),  # null when no epoch finished
         ("status", pa.string()),  # ok | diverged | failed | stopped
+        ("diverged_epoch", pa.int64()),  # the epoch whose loss or a metric was not finite (diverged)
         ("balanced_accuracy", pa.float64()),  # metrics are null for runs without selected weights
         ("accuracy", pa.float64()),
         ("auc_roc", pa.float64()),

@@ -177,13 +177,30 @@ def images(study: Study) -> tuple[int, int] | None:
 
 def training_images(study: Study) -> int | None:
     """Images in a split's training set: the pool less validation, and less the drawn test set
-    unless the dataset has a fixed one."""
+    unless the dataset has a fixed one; MedMNIST's official training set with `official_split`."""
+    if study.dataset.format == "medmnist" and study.dataset.root and study.dataset.opts().official_split:
+        import numpy as np
+
+        from attnsweep.data.format_medmnist import npz_path
+
+        try:
+            with np.load(npz_path(study.dataset), allow_pickle=False) as z:
+                return len(z["train_labels"])
+        except (OSError, KeyError, ValueError):
+            return None
     found = images(study)
     if found is None:
         return None
     pool, fixed_test = found
     s = study.splits
     return round(pool * (1 - s.val_fraction - (0 if fixed_test else s.test_fraction)))
+
+
+def study_jobs(study: Study) -> int:
+    """The most training jobs the study can run at once, whatever the budget: a variant's search
+    (every configuration on every search split) or its repeats (they start after its search)."""
+    return sum(max(study.variant(v).search.n_configs() * study.splits.search_splits, study.splits.repeat_splits)
+               for v in study.variant_ids)
 
 
 def device_kind(executor) -> str:
@@ -198,7 +215,7 @@ def _cores_per_job(study: Study, executor, threads: int | None = None, jobs_at_o
 
     if executor.kind == "slurm":
         return float(executor.slurm.cpus_per_task * executor.world_size)
-    jobs = jobs_at_once or study.max_concurrent
+    jobs = jobs_at_once or min(study.max_concurrent, study_jobs(study))  # slots beyond the jobs share no cores
     threads = threads or local_cpu_threads(executor, jobs) or machine_cpus()
     return min(float(threads * executor.world_size), machine_cpus() / jobs)
 

@@ -20,13 +20,14 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from attnsweep.data.atomic import write_text
+from attnsweep.data.atomic import remove_temp_files, write_text
 from attnsweep.pipelines.store import parquet_store
 from attnsweep.pipelines.trial import executors
 from attnsweep.pipelines.config.compare import RESOLVED, check_resume
 from attnsweep.pipelines.sweep import budget, notify
 from attnsweep.pipelines.sweep.failed_trials import check_complete, retry_infrastructure_failures
 from attnsweep.pipelines.sweep.lock import describe, study_lock
+from attnsweep.pipelines.sweep.stale_trials import set_aside_stale_trials
 from attnsweep.pipelines.sweep.watcher import FOLDER_POLL_S
 from attnsweep.pipelines.config.study import LogRange, Study
 from attnsweep.pipelines.trial.folder import TrialFolder
@@ -182,8 +183,13 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
     driver, short = driver_memory_line(study.max_concurrent)
     if short:
         console.print(f"[yellow]warning: {driver}[/]")
-    parquet_store.check(out)  # a damaged or foreign results file: one line now, not a traceback mid-study
-    stored = StudyPaths(out).study_file
+    for skipped in parquet_store.check(out):  # a damaged results file: one line now, not a traceback mid-study
+        console.print(f"not a result file of this study, left out: {skipped}")
+    paths = StudyPaths(out)
+    for folder, recursive in ((out, False), (paths.data_dir, True), (paths.results_dir, False),
+                              (paths.epochs_dir, False)):  # not trials/: jobs may be running there
+        remove_temp_files(folder, recursive)  # of a driver or a preparation that was killed
+    stored = paths.study_file
     if resume and stored.exists():
         changed = check_resume(yaml.safe_load(stored.read_text()), study.model_dump(mode="json"), str(stored))
         if changed:
@@ -196,7 +202,11 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
     eval_sets = [name for name in first.sets if name != "train"]
     tracking_uri = study.tracking_uri or default_tracking_uri(out)
     store = MlflowStore(tracking_uri, study.name, out, study.dataset_label, study.stats.metrics[0])
-    recorder = Recorder(study, out, store, eval_sets, first.class_names)
+    recorder = Recorder(study, out, store, eval_sets, first.class_names, warn=console.print)
+    for line in (store.note, set_aside_stale_trials(out, data_dir, store)):
+        if line:
+            console.print(line)
+    recorder.resync()
     if resume:
         retried = retry_infrastructure_failures(out, recorder.store)
         if retried:
@@ -226,15 +236,18 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
         from attnsweep.pipelines.report.features import analyse_study, log_features_to_mlflow
 
         analyse_study(out, study.features, log=console.print)
-        log_features_to_mlflow(out, tracking_uri, recorder.store.study_run())
+        recorder.mlflow(lambda: log_features_to_mlflow(out, tracking_uri, recorder.store.study_run()))
 
     report_path = None
     if report:
         from attnsweep.pipelines.report.build import build_report, log_report_to_mlflow
 
         report_path = build_report(out)
-        log_report_to_mlflow(out, tracking_uri, recorder.store.study_run())
-        recorder.store.client.set_terminated(recorder.store.study_run(), "FINISHED")
+        if recorder.flush() and recorder.mlflow(lambda: log_report_to_mlflow(out, tracking_uri, recorder.store.study_run())):
+            recorder.mlflow(lambda: recorder.store.client.set_terminated(recorder.store.study_run(), "FINISHED"))
+    if not recorder.flush():
+        console.print(f"[yellow]MLflow at {tracking_uri} is still down: {len(recorder.pending)} trial(s) are in "
+                      f"Parquet but not in MLflow; run with --resume when it is back to replay them[/]")
     failed = check_complete(out, allow_failed)
     if len(failed):
         console.print(f"[yellow]{len(failed)} trial(s) failed, accepted with --allow-failed (see the report)[/]")

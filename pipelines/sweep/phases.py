@@ -138,7 +138,7 @@ def end_search(study: Study, out: Path, variant: str, recorder: Recorder) -> dic
     splits = len(phase_splits(study, "search"))
     best = best_config(out, variant, splits, metric)
     selection_record.write(out, variant, metric, splits, config_scores(out, variant, splits, metric), best)
-    recorder.store.finish_parent(variant, "search", best)
+    recorder.finish_parent(variant, "search", best)
     return best
 
 
@@ -158,5 +158,5 @@ def repeat_phase(study: Study, out: Path, variant: str, data_dir: Path, recorder
 
 def end_repeat(study: Study, out: Path, variant: str, recorder: Recorder) -> None:
     """The variant's repeats are over: their aggregate on the repeat's parent run, and a notification."""
-    recorder.store.finish_parent(variant, "repeat")
+    recorder.finish_parent(variant, "repeat")
     notify.variant_finished(study, out, variant)

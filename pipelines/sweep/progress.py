@@ -51,6 +51,9 @@ class Progress:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
+        with self._lock:  # the driver's jobs end with it (finished, or cancelled): none runs now
+            for row in self.rows.values():
+                row.running = 0
         if self.console.is_terminal:
             self._live.update(self._table())
             self._live.__exit__(*exc)
@@ -138,6 +141,7 @@ class Progress:
             row.best = score
         if row.done + row.failed + row.stopped >= row.total:
             row.ended = time.monotonic()
+            row.running = 0  # a Tune trial restarted after a failure was counted as started twice
         if not self.console.is_terminal:
             shown = f" (val {self.metric} {score:.4f})" if score is not None and not math.isnan(score) else ""
             self._print(f"{variant} {phase}: a trial ended {status}{shown}; "

@@ -19,7 +19,7 @@ import psutil
 import submitit
 from submitit.helpers import Checkpointable, DelayedSubmission
 
-from attnsweep.pipelines.config.executor import ExecutorSpec
+from attnsweep.pipelines.config.executor import LOCAL_NO_TIMEOUT_MIN, SLURM_DEFAULT_TIMEOUT_MIN, ExecutorSpec
 from attnsweep.pipelines.trial.failures import describe, failure_kind
 from attnsweep.pipelines.trial.job_env import (CPU_THREADS_ENV, LOCAL_JOB_NICENESS, machine_cpus, machine_gpus,
                                                submitit_job)
@@ -122,14 +122,15 @@ def make_executor(spec: ExecutorSpec, folder: Path, name: str = "attnsweep") -> 
     if spec.kind == "local":
         ex = submitit.LocalExecutor(folder, max_num_timeout=s.max_requeues)
         # submitit hides the GPUs of a local job unless it is given some.
-        ex.update_parameters(tasks_per_node=spec.workers, nodes=1, timeout_min=s.timeout_min,
+        # a workstation has no queue time limit: a local job has none unless the study sets one
+        ex.update_parameters(tasks_per_node=spec.workers, nodes=1, timeout_min=s.timeout_min or LOCAL_NO_TIMEOUT_MIN,
                              signal_delay_s=s.signal_delay_s,
                              gpus_per_node=min(spec.workers, machine_gpus()))
         return ex
     ex = submitit.SlurmExecutor(folder, max_num_timeout=s.max_requeues)
     params = dict(partition=s.partition, nodes=s.nodes, ntasks_per_node=s.tasks_per_node,
                   cpus_per_task=s.cpus_per_task, gpus_per_node=s.gpus_per_node or None,
-                  mem=f"{round(s.mem_gb * 1024)}MB" if s.mem_gb else None, time=s.timeout_min,
+                  mem=f"{round(s.mem_gb * 1024)}MB" if s.mem_gb else None, time=s.timeout_min or SLURM_DEFAULT_TIMEOUT_MIN,
                   account=s.account, qos=s.qos, constraint=s.constraint, signal_delay_s=s.signal_delay_s,
                   additional_parameters=dict(s.extra),
                   # one rank dying ends the others instead of leaving them blocked in a collective

@@ -39,6 +39,8 @@ class StudyPaths:
     report_dir = property(lambda self: self.out / "report")
     mlflow_db = property(lambda self: self.out / "mlflow.db")
     mlartifacts_dir = property(lambda self: self.out / "mlartifacts")
+    splits_file = property(lambda self: self.out / "splits.sha256")  # the splits the trials were trained on
+    study_id_file = property(lambda self: self.out / "study_id")  # the folder's id, tagged on its MLflow experiment
     lock_file = property(lambda self: self.out / "driver.lock")
     driver_file = property(lambda self: self.out / "driver.json")
 

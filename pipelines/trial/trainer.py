@@ -9,6 +9,7 @@ import datetime
 import functools
 import json
 import logging
+import math
 import random
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from attnsweep.data.atomic import remove_temp_files
 from attnsweep.data.device_augment import DeviceTransform, Uint8Images, batch_seed
 from attnsweep.pipelines.trial import checkpoint
 from attnsweep.pipelines.trial import distributed
@@ -50,6 +52,8 @@ def train(cfg: TrialConfig, trial_dir: str | Path) -> dict[str, Any]:
 
 def _train(cfg: TrialConfig, folder: TrialFolder, d: Dist) -> dict[str, Any]:
     folder.claim(cfg, write=d.is_main)
+    if d.is_main:  # this job is the folder's only writer: what a killed one was writing goes
+        remove_temp_files(folder.path, recursive=False)
     finished = folder.final_result()
     if finished is not None:
         return finished
@@ -94,7 +98,7 @@ def _train(cfg: TrialConfig, folder: TrialFolder, d: Dist) -> dict[str, Any]:
                                     inputs=inputs)
     job = submitit_job()
     job_id = job.job_id if job is not None else None
-    diverged = False
+    diverged_epoch = None  # the epoch whose loss or a metric was not finite
     last_checkpoint = time.monotonic()
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
@@ -110,9 +114,13 @@ def _train(cfg: TrialConfig, folder: TrialFolder, d: Dist) -> dict[str, Any]:
         train_time = time.perf_counter() - t0
         if not torch.isfinite(loss_sum).item():  # the sum is all-reduced: every rank stops together
             log.warning("epoch %d: train loss %s, the trial diverged", epoch, loss_sum.item())
-            diverged = True
+            diverged_epoch = epoch
             break
         val = evaluate_on(eval_sets["val"])
+        if not finite_metrics(val):  # the same on every rank: the metrics come from gathered logits
+            log.warning("epoch %d: validation loss %s, the trial diverged", epoch, val["loss"])
+            diverged_epoch = epoch
+            break
         scheduler.step()
         seconds = time.perf_counter() - t0
         line = {"epoch": epoch, "train_loss": loss_sum.item() / n_seen, "lr": lr, "seconds": seconds,
@@ -136,11 +144,15 @@ def _train(cfg: TrialConfig, folder: TrialFolder, d: Dist) -> dict[str, Any]:
             hold_after_epoch(folder.path, epoch)
 
     metrics: dict[str, dict] = {}
-    if not diverged:
+    if diverged_epoch is None:
         model.load_state_dict(state["best_model"])
         metrics = {name: evaluate_on(ds) for name, ds in eval_sets.items()}
+        if not all(finite_metrics(m) for m in metrics.values()):
+            log.warning("the selected epoch %s gives non-finite metrics, the trial diverged", state["best_epoch"])
+            diverged_epoch, metrics = state["best_epoch"], {}
     result = {
-        "status": "diverged" if diverged else "ok",
+        "status": "ok" if diverged_epoch is None else "diverged",
+        "diverged_epoch": diverged_epoch,
         "world_size": d.world_size,
         "cpu_threads": torch.get_num_threads(),  # per rank: what its throughput was measured with
         "hosts": hosts,
@@ -158,6 +170,11 @@ def _train(cfg: TrialConfig, folder: TrialFolder, d: Dist) -> dict[str, Any]:
     if d.is_main:
         folder.write_result(result)
     return result
+
+
+def finite_metrics(metrics: dict[str, Any]) -> bool:
+    """Whether every scalar metric of an evaluated set is finite (None, undefined, is allowed)."""
+    return all(v is None or math.isfinite(v) for k, v in metrics.items() if isinstance(v, float))
 
 
 def _load_split(cfg: TrialConfig, folder: TrialFolder, d: Dist):
