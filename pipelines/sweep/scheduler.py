@@ -91,6 +91,7 @@ class StudyLoop:
                 phase = None
         except Exception as err:  # noqa: BLE001 -- raised once every variant has ended
             self.errors[variant], phase = err, None
+        self.recordings.mlflow_soon()  # a parent run's aggregate, when a phase ended
         if phase is None:
             self.phases.pop(variant, None)
         else:

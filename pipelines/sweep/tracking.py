@@ -67,7 +67,10 @@ class Recorder:
         self.pending: dict[str, tuple[TrialRef, dict[str, Any]]] = {}  # trial id -> what MLflow has not got yet
         self.parents: dict[tuple[str, str], dict[str, float] | None] = {}  # parents not finished in MLflow yet
         self.down: str | None = None  # why MLflow stopped answering, None while it answers
-        self._lock = threading.RLock()  # the writer thread records while the loop may ask (resume, parents)
+        # True: `record` and `finish_parent` only queue for MLflow and someone else calls `flush` (the
+        # driver's MLflow thread, `recording.Recordings`), so rows never wait for MLflow.
+        self.defer_mlflow = False
+        self._lock = threading.RLock()  # one MLflow writer at a time
 
     def is_recorded(self, trial: Trial) -> bool:
         return parquet_store.is_recorded(self.out, trial.ref.trial_id)
@@ -82,15 +85,15 @@ class Recorder:
         """The Parquet files (the recorded marker), then MLflow (see the class)."""
         if self.is_recorded(trial) or budget.interrupted.is_set():  # an interrupt ends no trial
             return
-        with self._lock:
-            self._write_rows(trial.ref, result, self.store.known_run(trial.ref.trial_id))
-            self.pending[trial.ref.trial_id] = (trial.ref, result)
+        self._write_rows(trial.ref, result, self.store.known_run(trial.ref.trial_id))
+        self.pending[trial.ref.trial_id] = (trial.ref, result)
+        if not self.defer_mlflow:
             self.flush()
 
     def finish_parent(self, variant: str, phase: str, best: dict[str, float] | None = None) -> None:
         """A phase's parent run gets its aggregate when MLflow has every trial of it (see `flush`)."""
-        with self._lock:
-            self.parents[(variant, phase)] = best
+        self.parents[(variant, phase)] = best
+        if not self.defer_mlflow:
             self.flush()
 
     def flush(self) -> bool:
