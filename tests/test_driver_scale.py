@@ -5,6 +5,7 @@ re-attaches to every running job, and every trial is trained and recorded exactl
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -18,6 +19,13 @@ from attnsweep.pipelines.trial.folder import TrialFolder
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 AT_ONCE = 16
 STANDIN = {"ATTNSWEEP_TRAINER": "attnsweep.pipelines.trial.standin", "ATTNSWEEP_STANDIN_EPOCH_S": "0.2"}
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+    except OSError:
+        return "(gone)"
 
 
 def _study(tmp_path) -> tuple:
@@ -53,8 +61,10 @@ def test_sixteen_jobs_followed_by_one_process_killed_and_resumed_record_every_tr
             assert first.proc.poll() is None, (tmp_path / "driver1.log").read_text()[-3000:]
             assert time.monotonic() < deadline, f"{len(hold.held())} of {AT_ONCE} jobs held"
             time.sleep(0.5)
-        # 16 jobs running, followed by the driver process alone (an sbatch or sacct may be in flight)
-        assert len(descendants(first.proc.pid)) <= 1
+        # 16 jobs running, followed by the driver process alone: below it only multiprocessing's
+        # resource tracker (left by the preflight's process) and an sbatch or sacct in flight
+        below = {pid: _cmdline(pid) for pid in descendants(first.proc.pid)}
+        assert len(below) <= 3, below
         first.kill()
     finally:
         first.cleanup()
