@@ -148,7 +148,7 @@ def test_the_four_seed001_studies_in_chromium(four_studies, tmp_path):
     from scipy import stats as sps
 
     chromium()
-    outs, page = four_studies
+    _, page = four_studies
     scores = pd.read_csv(page / "tables" / "scores_balanced_accuracy.csv").set_index("dataset")
     assert list(scores.index) == list(SEED001) and list(scores.columns) == VARIANTS
     summary = pd.read_csv(page / "tables" / "summary.csv").set_index("metric")

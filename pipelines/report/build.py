@@ -10,6 +10,7 @@ import math
 import os
 import re
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -263,6 +264,7 @@ def log_report_to_mlflow(out_dir: Path | str, tracking_uri: str, run_id: str) ->
     client = MlflowClient(tracking_uri=tracking_uri)
     client.log_artifacts(run_id, str(report), artifact_path="report")
     metrics = comparison_metrics(pd.read_parquet(report / "tables" / "comparisons.parquet"))
-    items = [Metric(k, v, 0, 0) for k, v in sorted(metrics.items())]
+    now = int(time.time() * 1000)
+    items = [Metric(k, v, now, 0) for k, v in sorted(metrics.items())]
     for i in range(0, len(items), 1000):  # log_batch takes at most 1000 metrics
         client.log_batch(run_id, metrics=items[i:i + 1000])

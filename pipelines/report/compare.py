@@ -44,7 +44,7 @@ class MetricComparison:
 def load_studies(outs: list[Path]) -> list[StudyFolder]:
     if len(outs) < 2:
         raise CompareError(f"compare: needs at least two study folders, got {len(outs)}")
-    if len(set(p.resolve() for p in outs)) < len(outs):
+    if len({p.resolve() for p in outs}) < len(outs):
         raise CompareError("compare: a study folder is given twice")
     try:
         return [load(p) for p in outs]

@@ -258,8 +258,8 @@ def cd_diagram(mean_ranks: pd.Series, nemenyi: pd.DataFrame, cd: float, alpha: f
     fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.32 * len(mean_ranks)))
     sp.critical_difference_diagram(mean_ranks, nemenyi, ax=ax, alpha=alpha)
     lo = float(mean_ranks.min())
-    ax.plot([lo, lo + cd], [1.1, 1.1], color="#222222", lw=2, transform=ax.get_xaxis_transform(), clip_on=False)
-    ax.text(lo + cd / 2, 1.14, f"CD = {cd:.3g}", ha="center", va="bottom", fontsize=8,
+    ax.plot([lo, lo + cd], [1.3, 1.3], color="#222222", lw=2, transform=ax.get_xaxis_transform(), clip_on=False)
+    ax.text(lo + cd, 1.3, f"  CD = {cd:.3g}", ha="left", va="center", fontsize=8,
             transform=ax.get_xaxis_transform())
-    ax.set_title(title, fontsize=10, pad=28)
+    ax.set_title(title, fontsize=10, pad=42)
     return _save(fig, path)
