@@ -162,6 +162,19 @@ def test_ham10000_both_metadata_versions_on_the_real_images():
     assert kaggle["age"].isna().sum() == 57
 
 
+def test_ham10000_lesion_fraction_keeps_whole_lesions_of_a_seeded_share():
+    full, _ = read("ham10000", HAM)
+    part, classes = read("ham10000", HAM, options={"lesion_fraction": 0.2, "subset_seed": 0})
+    assert part["group"].nunique() == round(0.2 * 7470) and len(classes) == 7
+    kept = full[full["group"].isin(set(part["group"]))]
+    assert sorted(part["ref"]) == sorted(kept["ref"])  # every image of a kept lesion, nothing else
+    again, _ = read("ham10000", HAM, options={"lesion_fraction": 0.2, "subset_seed": 0})
+    other, _ = read("ham10000", HAM, options={"lesion_fraction": 0.2, "subset_seed": 1})
+    assert list(again["ref"]) == list(part["ref"]) and set(other["group"]) != set(part["group"])
+    with pytest.raises(ValueError, match="lesion_fraction"):
+        DatasetSpec(format="ham10000", root=HAM, options={"lesion_fraction": 0})
+
+
 def test_isic_archive_to_three_classes(tmp_path):
     rec, classes = read("isic", write_isic(tmp_path / "isic"))
     assert classes == ["nevus", "melanoma", "other"]

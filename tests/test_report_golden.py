@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as sps
@@ -44,13 +45,22 @@ def test_expected_comparisons_agree_with_scipy_on_the_raw_rows():
     """The golden file is not just what the code wrote once: recompute one row from the Parquet."""
     res = pd.read_parquet(GOLDEN / "study" / "results")
     pick = res[(res.phase == "repeat") & (res.dataset == "synthderm") & (res.eval_set == "test")]
-    a = pick[pick.variant == "resnet18+ela"].balanced_accuracy.to_numpy()
-    b = pick[pick.variant == "resnet18"].balanced_accuracy.to_numpy()
+    a = pick[pick.variant == "resnet18+ela"].sort_values("split").balanced_accuracy.to_numpy()
+    b = pick[pick.variant == "resnet18"].sort_values("split").balanced_accuracy.to_numpy()
     want = pd.read_csv(GOLDEN / "expected" / "comparisons.csv")
     row = want[(want.dataset == "synthderm") & (want.eval_set == "test") & (want.metric == "balanced_accuracy")
                & (want.variant == "resnet18+ela")].iloc[0]
     assert row.p_welch == pytest.approx(sps.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-9)
     assert row["std"] == pytest.approx(a.std(ddof=1), rel=1e-9)
+    # the Bayesian correlated t-test: posterior t(n-1, mean d, sqrt((1/n + n_test/n_train) var d)), ROPE 0.01
+    d = a - b  # both ordered by split
+    scale = np.sqrt((1 / len(d) + 200 / 800) * d.var(ddof=1))
+    post = sps.t(len(d) - 1, d.mean(), scale)
+    assert row.rope == 0.01
+    assert row.prob_worse == pytest.approx(post.cdf(-0.01), abs=1e-9)
+    assert row.prob_better == pytest.approx(post.sf(0.01), abs=1e-9)
+    assert row.prob_equivalent == pytest.approx(post.cdf(0.01) - post.cdf(-0.01), abs=1e-9)
+    assert row.bayes_decision == "worse" and row.prob_worse > 0.95
     # the diverged run is excluded and counted
     ga = want[(want.variant == "resnet18+ga") & (want.dataset == "synthderm")]
     assert set(ga.n) == {4} and set(ga.excluded_runs) == {1}
@@ -68,6 +78,12 @@ def test_report_files_and_figures(report):
     alts = [alt for _, alt in images]
     assert len([a for a in alts if a.startswith("distribution_")]) == 4  # 2 metrics x 2 datasets
     assert "landscape_synthderm.png" in alts and "curves_synthpath.png" in alts
+    assert len([a for a in alts if a.startswith("posterior_")]) == 4  # a panel per comparison in each
+    assert "P(better)" in html and "P(equiv.)" in html and ">worse<" in html and "| P(better) |" in md
+    # the statistics as Parquet: the same table as the CSV, at full precision
+    pd.testing.assert_frame_equal(pd.read_parquet(report / "tables" / "comparisons.parquet"),
+                                  pd.read_csv(report / "tables" / "comparisons.csv").fillna({"bayes_decision": ""}),
+                                  check_dtype=False, rtol=1e-9)
     for _, alt in images:  # report.md links the same figures, which are there
         assert (report / alt).stat().st_size > 5_000 and f"]({alt})" in md
     assert "Nadeau-Bengio corrected resampled t-test, Holm-corrected" in html

@@ -74,3 +74,6 @@ def test_dom_holds_the_results_table_with_every_variant(report, tmp_path):
     # the significant, worse resnet18+ela shows its arrow; the diverged run its dagger
     assert "↓" in parser.rows["resnet18+ela"]
     assert any("†1" in c for c in parser.rows["resnet18+ga"])
+    # the Bayesian columns beside the p-values, and a posterior figure per metric and dataset
+    assert "<th class=\"num\">P(better)</th>" in proc.stdout and ">P(equiv.)<" in proc.stdout
+    assert proc.stdout.count('alt="posterior_') == 4

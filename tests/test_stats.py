@@ -1,5 +1,6 @@
 """Statistics: p-values against scipy, the corrected test against a hand-computed example, Holm
-against statsmodels, identical variants never significant, diverged runs excluded and counted."""
+against statsmodels, identical variants never significant, diverged runs excluded and counted; the
+Bayesian correlated t-test against a closed form and against baycomp with the same correlation."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,6 +13,7 @@ from statsmodels.stats.multitest import multipletests
 from attnsweep.pipelines.report.stats import (
     COMPARISON_COLUMNS,
     StatsSettings,
+    bayesian_correlated,
     comparisons,
     corrected_resampled,
 )
@@ -75,6 +77,60 @@ def test_corrected_resampled_ttest_hand_computed():
     # the correction only widens: the plain paired test is more confident on the same data
     assert r.p_paired < r.p_corrected
     assert (r.ci_low, r.ci_high) == pytest.approx((lo, hi), abs=1e-12)
+
+
+def _t4_cdf(t):
+    """Student t with 4 degrees of freedom, closed form (no scipy)."""
+    u = t / np.sqrt(1 + t * t / 4)
+    return 0.5 + 3 / 8 * u * (1 - t * t / (12 * (1 + t * t / 4)))
+
+
+def test_bayesian_correlated_ttest_closed_form():
+    # the hand example above: posterior t(4 df, location .018, scale .012); ROPE +-0.01
+    a = np.array([0.80, 0.82, 0.79, 0.85, 0.81])
+    b = np.array([0.78, 0.80, 0.80, 0.81, 0.79])
+    r = bayesian_correlated(a, b, 200 / 800, rope=0.01)
+    better = 1 - _t4_cdf((0.01 - 0.018) / 0.012)
+    worse = _t4_cdf((-0.01 - 0.018) / 0.012)
+    assert r["prob_better"] == pytest.approx(better, abs=1e-12)  # 0.7293
+    assert r["prob_worse"] == pytest.approx(worse, abs=1e-12)  # 0.0400
+    assert r["prob_equivalent"] == pytest.approx(1 - better - worse, abs=1e-12)
+    assert (r["posterior_mean"], r["posterior_scale"], r["posterior_df"]) == pytest.approx((0.018, 0.012, 4))
+    assert r["bayes_decision"] == "inconclusive"
+    # the ROPE comes from the study, per metric, through the table
+    df = pd.concat([rows("resnet18", b), rows("resnet18+ga", a)])
+    s = StatsSettings(rope={"balanced_accuracy": 0.03})
+    got = comparisons(df, s).set_index("variant").loc["resnet18+ga"]
+    assert got.rope == 0.03 and got.prob_better == pytest.approx(1 - _t4_cdf((0.03 - 0.018) / 0.012), abs=1e-12)
+    # without a ROPE: two outcomes only
+    r0 = bayesian_correlated(a, b, 200 / 800, rope=0.0)
+    assert r0["prob_equivalent"] == 0 and r0["prob_better"] == pytest.approx(_t4_cdf(1.5), abs=1e-12)
+
+
+def test_bayesian_correlated_ttest_equals_baycomp_with_the_same_correlation():
+    """baycomp's CorrelatedTTest sets rho = 1/k for `runs` x k-fold CV (n = runs * k scores), so
+    its variance factor 1/(k - 1) equals n_test/n_train = 200/800 when k = 5: 10 scores, runs = 2."""
+    import baycomp
+
+    rng = np.random.default_rng(7)
+    base = 0.75 + 0.02 * rng.standard_normal(10)
+    for shift, rope in [(0.004, 0.01), (0.03, 0.01), (-0.02, 0.005), (0.0, 0.02)]:
+        var = base + shift + 0.01 * rng.standard_normal(10)
+        df = pd.concat([rows("resnet18", base), rows("resnet18+ga", var)])
+        got = comparisons(df, StatsSettings(rope=rope)).set_index("variant").loc["resnet18+ga"]
+        left, equal, right = baycomp.CorrelatedTTest.probs(base, var, rope=rope, runs=2)  # diff = var - base
+        assert (got.prob_worse, got.prob_equivalent, got.prob_better) == pytest.approx((left, equal, right),
+                                                                                      abs=1e-12)
+
+
+def test_identical_variant_is_practically_equivalent():
+    values = np.array([0.7, 0.72, 0.69, 0.71, 0.7])
+    t = comparisons(pd.concat([rows("resnet18", values), rows("resnet18+ga", values.copy())]), StatsSettings())
+    r = t.set_index("variant").loc["resnet18+ga"]
+    assert (r.prob_better, r.prob_equivalent, r.prob_worse) == (0.0, 1.0, 0.0)
+    assert r.bayes_decision == "equivalent"
+    base = t.set_index("variant").loc["resnet18"]
+    assert np.isnan(base.prob_better) and base.bayes_decision == ""
 
 
 def _table(settings):
@@ -167,3 +223,9 @@ def test_settings_reject_bad_values():
         StatsSettings.model_validate({"metrics": ["f1"]})
     with pytest.raises(ValidationError, match="alpah"):
         StatsSettings.model_validate({"alpah": 0.1})
+    with pytest.raises(ValidationError, match="auc_roc: a ROPE half-width in \\[0, 1\\) of the metric, got 2"):
+        StatsSettings.model_validate({"rope": {"auc_roc": 2}})
+    with pytest.raises(ValidationError, match="rope"):
+        StatsSettings.model_validate({"rope": {"f1": 0.01}})
+    s = StatsSettings.model_validate({"rope": {"auc_roc": 0.02}})
+    assert (s.rope_for("auc_roc"), s.rope_for("balanced_accuracy")) == (0.02, 0.01)

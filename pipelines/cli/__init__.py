@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import typer
 
+from attnsweep.pipelines.cli import compare as cli_compare
 from attnsweep.pipelines.cli import data as cli_data
 from attnsweep.pipelines.cli import features as cli_features
 from attnsweep.pipelines.cli import models as cli_models
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 app.command("models")(cli_models.models)
 app.command("report")(cli_report.report)
+app.command("compare")(cli_compare.compare)
 app.command("features")(cli_features.features)
 app.command("run")(cli_run.run)
 app.command("export")(cli_run.export)

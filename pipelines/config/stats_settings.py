@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Metric = Literal["balanced_accuracy", "accuracy", "auc_roc"]
+DEFAULT_ROPE = 0.01
 
 
 class StatsSettings(BaseModel):
@@ -24,3 +25,19 @@ class StatsSettings(BaseModel):
     baselines: dict[str, str] = Field(default_factory=dict)
     # images per explanation mean map (paper 002 uses 500)
     explain_images: int = Field(500, ge=1)
+    # Region of practical equivalence of the Bayesian correlated t-test, in the metric's units
+    # (0.01 = one point of balanced accuracy): one value for every metric, or per metric.
+    rope: float | dict[Metric, float] = DEFAULT_ROPE
+
+    @field_validator("rope")
+    @classmethod
+    def _rope_range(cls, v: float | dict[str, float]) -> float | dict[str, float]:
+        for metric, width in (v.items() if isinstance(v, dict) else [("", v)]):
+            if not 0 <= width < 1:
+                where = f"{metric}: " if metric else ""
+                raise ValueError(f"{where}a ROPE half-width in [0, 1) of the metric, got {width}")
+        return v
+
+    def rope_for(self, metric: str) -> float:
+        """The ROPE half-width of `metric` (a metric a per-metric mapping leaves out: the default)."""
+        return self.rope.get(metric, DEFAULT_ROPE) if isinstance(self.rope, dict) else self.rope

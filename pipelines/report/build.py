@@ -11,6 +11,7 @@ import math
 import os
 import re
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from attnsweep.pipelines.report.tables import (
 from attnsweep.pipelines.report.stats import TEST_NAMES, StatsSettings, caption
 from attnsweep.pipelines.trial.study_paths import StudyPaths
 
-_ENV = jinja2.Environment(
+ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("attnsweep.pipelines.report", "templates"),
     autoescape=jinja2.select_autoescape(["html.j2"]),
     undefined=jinja2.StrictUndefined,
@@ -40,7 +41,7 @@ _ENV = jinja2.Environment(
 )
 
 
-def _fmt(v) -> str:
+def fmt(v) -> str:
     if v is None or v is pd.NA:
         return "–"
     if isinstance(v, bool):
@@ -53,7 +54,7 @@ def _fmt(v) -> str:
 
 
 def _display(df: pd.DataFrame) -> pd.DataFrame:
-    return df.apply(lambda col: col.map(_fmt)) if len(df) else df
+    return df.apply(lambda col: col.map(fmt)) if len(df) else df
 
 
 def md_escape(text: object) -> str:
@@ -62,10 +63,10 @@ def md_escape(text: object) -> str:
     return html.escape(" ".join(str(text).split()), quote=False).replace("|", "\\|")
 
 
-_ENV.filters["md"] = md_escape
+ENV.filters["md"] = md_escape
 
 
-def _md_table(df: pd.DataFrame) -> str:
+def md_table(df: pd.DataFrame) -> str:
     # pandas' to_markdown needs the optional `tabulate`; a pipe table is three lines
     if df.empty:
         return "(none)"
@@ -75,7 +76,7 @@ def _md_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _html_table(df: pd.DataFrame) -> dict:
+def html_table(df: pd.DataFrame) -> dict:
     """Columns and rows for the template's table macro; numeric columns are right-aligned."""
     numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
                for c in df.columns]
@@ -87,13 +88,15 @@ def _comparisons_display(comp: pd.DataFrame, settings: StatsSettings) -> pd.Data
     """The tested rows, compact: the CI in one column, Holm named, significance as yes/no with
     the deciding test named."""
     tested = comp[comp["variant"] != comp["baseline"]].copy()
-    tested["CI"] = [f"{_fmt(lo)} .. {_fmt(hi)}" for lo, hi in zip(tested["ci_low"], tested["ci_high"])]
+    tested["CI"] = [f"{fmt(lo)} .. {fmt(hi)}" for lo, hi in zip(tested["ci_low"], tested["ci_high"])]
     holm = ", Holm" if settings.correction == "holm" else ""
     significant = f"significant ({TEST_NAMES[settings.significance]}{holm})"
-    tested = tested.rename(columns={"p_holm": "p (Holm)", "excluded_runs": "left out", "significant": significant})
+    tested = tested.rename(columns={"p_holm": "p (Holm)", "excluded_runs": "left out", "significant": significant,
+                                    "prob_better": "P(better)", "prob_equivalent": "P(equiv.)",
+                                    "prob_worse": "P(worse)", "bayes_decision": "Bayes"})
     return tested[["metric", "dataset", "eval_set", "variant", "baseline", "n", "mean", "std", "diff",
-                   "p_welch", "p_paired", "p_corrected", "p (Holm)", "hedges_g", "CI", significant,
-                   "left out"]]
+                   "p_welch", "p_paired", "p_corrected", "p (Holm)", "rope", "P(better)", "P(equiv.)", "P(worse)",
+                   "Bayes", "hedges_g", "CI", significant, "left out"]]
 
 
 def _results_context(folder: StudyFolder, comp: pd.DataFrame, order: list[str]) -> list[dict]:
@@ -128,7 +131,7 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def _scratch(out: Path, prefix: str) -> Path:
+def scratch(out: Path, prefix: str) -> Path:
     # not tempfile.mkdtemp: its 0700 mode would make the report unreadable to the user's group;
     # the pid in the name lets a later build remove what a killed one left (remove_stale_folders)
     path = out / f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:12]}"
@@ -136,12 +139,24 @@ def _scratch(out: Path, prefix: str) -> Path:
     return path
 
 
+def swap_in(tmp: Path, final: Path, old_prefix: str) -> Path:
+    """`tmp` becomes `final`; an existing `final` stays whole until then, and is removed after."""
+    if final.exists():
+        old = scratch(final.parent, old_prefix)
+        final.rename(old / final.name)
+        tmp.rename(final)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(final)
+    return final
+
+
 def _figures(folder: StudyFolder, tables: dict[str, pd.DataFrame], into: Path) -> dict[str, list[str]]:
     r, order, comp = folder.results, folder.variant_order, tables["comparisons"]
     base = baselines(folder)
     datasets = sorted(r["dataset"].unique())
-    figs: dict[str, list[str]] = {"distribution_figures": [], "landscape_figures": [], "curve_figures": [],
-                                  "confusion_figures": []}
+    figs: dict[str, list[str]] = {"distribution_figures": [], "posterior_figures": [], "landscape_figures": [],
+                                  "curve_figures": [], "confusion_figures": []}
     usable = r[(r["phase"] == "repeat") & (r["status"] == "ok")]
     for metric in folder.settings.metrics:
         for d in datasets:
@@ -149,6 +164,9 @@ def _figures(folder: StudyFolder, tables: dict[str, pd.DataFrame], into: Path) -
                 name = f"distribution_{metric}_{_slug(d)}.png"
                 report_plots.distribution_plot(r, comp, metric, d, order, base, into / name)
                 figs["distribution_figures"].append(name)
+            name = f"posterior_{metric}_{_slug(d)}.png"
+            if report_plots.posterior_plot(comp, metric, d, into / name):
+                figs["posterior_figures"].append(name)
     land = tables["search_landscape"]
     for d in datasets:
         if (land["dataset"] == d).any():
@@ -166,7 +184,7 @@ def _figures(folder: StudyFolder, tables: dict[str, pd.DataFrame], into: Path) -
     return figs
 
 
-def _data_uri(path: Path, mime: str) -> str:
+def data_uri(path: Path, mime: str) -> str:
     """A file as a data: URI, so `index.html` needs nothing beside it (an MLflow artifact view
     shows the page alone; relative links there lead nowhere)."""
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
@@ -204,14 +222,14 @@ def render(folder: StudyFolder, tables: dict[str, pd.DataFrame], into: Path, exp
     }
     comp = _comparisons_display(tables["comparisons"], folder.settings)
     recipe = details.recipe(folder)
-    html_tables = {k: _html_table(tables[k]) for k in generic} | {
-        "comparisons": [(m, _html_table(c.drop(columns="metric"))) for m, c in comp.groupby("metric", sort=False)],
-        "recipe": _html_table(recipe)}
-    (into / "index.html").write_text(_ENV.get_template("report.html.j2").render(
-        **context, tables=html_tables, img=lambda name: _data_uri(into / name, "image/png"),
-        csv=lambda name: _data_uri(into / "tables" / f"{name}.csv", "text/csv")))
-    md = {k: _md_table(tables[k]) for k in generic} | {"comparisons": _md_table(comp), "recipe": _md_table(recipe)}
-    (into / "report.md").write_text(_ENV.get_template("report.md.j2").render(**context, md=md))
+    html_tables = {k: html_table(tables[k]) for k in generic} | {
+        "comparisons": [(m, html_table(c.drop(columns="metric"))) for m, c in comp.groupby("metric", sort=False)],
+        "recipe": html_table(recipe)}
+    (into / "index.html").write_text(ENV.get_template("report.html.j2").render(
+        **context, tables=html_tables, img=lambda name: data_uri(into / name, "image/png"),
+        csv=lambda name: data_uri(into / "tables" / f"{name}.csv", "text/csv")))
+    md = {k: md_table(tables[k]) for k in generic} | {"comparisons": md_table(comp), "recipe": md_table(recipe)}
+    (into / "report.md").write_text(ENV.get_template("report.md.j2").render(**context, md=md))
 
 
 def build_report(out: Path | str, explain: bool = True) -> Path:
@@ -220,30 +238,44 @@ def build_report(out: Path | str, explain: bool = True) -> Path:
     folder = load(out)
     for prefix in (".report-", ".report-old-"):
         remove_stale_folders(out, prefix)
-    tmp = _scratch(out, ".report-")
+    tmp = scratch(out, ".report-")
     try:
         tables = build_tables(folder)
         write_tables(tables, tmp / "tables")
         render(folder, tables, tmp, explain)
-        final = StudyPaths(out).report_dir
-        if final.exists():  # swap: the old report stays whole until the new one is complete
-            old = _scratch(out, ".report-old-")
-            final.rename(old / "report")
-            tmp.rename(final)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(final)
-        return final
+        return swap_in(tmp, StudyPaths(out).report_dir, ".report-old-")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
+BAYES_METRICS = {"prob_better": "p_better", "prob_equivalent": "p_equivalent", "prob_worse": "p_worse"}
+
+
+def comparison_metrics(comp: pd.DataFrame) -> dict[str, float]:
+    """The Bayesian probabilities of every tested comparison as MLflow metrics, e.g.
+    `bayes/synthderm/test/balanced_accuracy/resnet18_se/p_better` (MLflow keys allow no '+' or ':')."""
+    out = {}
+    for _, r in comp[comp["prob_better"].notna()].iterrows():
+        head = "/".join(re.sub(r"[^\w.\- ]", "_", str(p))
+                        for p in ("bayes", r["dataset"], r["eval_set"], r["metric"], r["variant"]))
+        out |= {f"{head}/{key}": float(r[col]) for col, key in BAYES_METRICS.items()}
+    return out
+
+
 def log_report_to_mlflow(out_dir: Path | str, tracking_uri: str, run_id: str) -> None:
-    """Log `<out>/report/` as the `report/` artifact folder of the study's MLflow parent run."""
+    """Log `<out>/report/` as the `report/` artifact folder of the study's MLflow parent run, and
+    the Bayesian probabilities of its comparisons as that run's metrics."""
+    from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
     report = StudyPaths(out_dir).report_dir
     if not (report / "index.html").exists():
         raise FileNotFoundError(f"{report}: no report to log (run `attnsweep report {out_dir}` first)")
-    MlflowClient(tracking_uri=tracking_uri).log_artifacts(run_id, str(report), artifact_path="report")
+    client = MlflowClient(tracking_uri=tracking_uri)
+    client.log_artifacts(run_id, str(report), artifact_path="report")
+    metrics = comparison_metrics(pd.read_parquet(report / "tables" / "comparisons.parquet"))
+    now = int(time.time() * 1000)
+    items = [Metric(k, v, now, 0) for k, v in sorted(metrics.items())]
+    for i in range(0, len(items), 1000):  # log_batch takes at most 1000 metrics
+        client.log_batch(run_id, metrics=items[i:i + 1000])

@@ -69,6 +69,51 @@ def distribution_plot(results: pd.DataFrame, comp: pd.DataFrame, metric: str, da
     return _save(fig, path)
 
 
+def posterior_plot(comp: pd.DataFrame, metric: str, dataset: str, path: Path) -> Path | None:
+    """The Bayesian correlated t-test's posterior of (variant - baseline) per comparison: a panel
+    per tested variant (columns) and evaluated set (rows), the ROPE shaded, the areas left of,
+    inside and right of it coloured worse / equivalent / better, their probabilities in the title.
+    None when no comparison of this metric and dataset has a posterior."""
+    from scipy import stats as sps
+
+    part = comp[(comp["metric"] == metric) & (comp["dataset"] == dataset) & comp["posterior_scale"].notna()]
+    if part.empty:
+        return None
+    sets = eval_set_order(part["eval_set"].unique())
+    variants = list(dict.fromkeys(part["variant"]))
+    fig, axes = plt.subplots(len(sets), len(variants), figsize=(3.4 * len(variants), 2.5 * len(sets)),
+                             squeeze=False)
+    for i, eval_set in enumerate(sets):
+        for j, v in enumerate(variants):
+            ax = axes[i][j]
+            row = part[(part["eval_set"] == eval_set) & (part["variant"] == v)]
+            if row.empty:
+                ax.set_axis_off()
+                continue
+            r = row.iloc[0]
+            df, loc, scale, rope = r["posterior_df"], 100 * r["posterior_mean"], 100 * r["posterior_scale"], 100 * r["rope"]
+            if scale > 0:
+                lo, hi = sps.t.ppf([0.001, 0.999], df, loc, scale)
+                xs = np.linspace(min(lo, -1.5 * rope), max(hi, 1.5 * rope), 400)
+                ys = sps.t.pdf(xs, df, loc, scale)
+                ax.plot(xs, ys, color="#333333", lw=1)
+                for mask, color in ((xs < -rope, WORSE_COLOR), ((xs >= -rope) & (xs <= rope), BASE_COLOR),
+                                    (xs > rope, BETTER_COLOR)):
+                    ax.fill_between(xs, ys, where=mask, color=color, alpha=0.45, lw=0)
+            else:  # every split gave the same difference: the posterior is a point
+                ax.axvline(loc, color="#333333", lw=2)
+            ax.axvspan(-rope, rope, color=BASE_COLOR, alpha=0.12)
+            ax.axvline(0, color="#999999", lw=0.6, ls=":")
+            ax.set_yticks([])
+            ax.set_title(f"{v} vs {r['baseline']} ({eval_set})\nworse {r['prob_worse']:.2f} | equiv. "
+                         f"{r['prob_equivalent']:.2f} | better {r['prob_better']:.2f}", fontsize=8)
+            ax.set_xlabel(f"difference in {metric} (points)", fontsize=8)
+            ax.tick_params(labelsize=7)
+    fig.suptitle(f"{dataset}: posterior of the difference (Bayesian correlated t-test), ROPE shaded", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _is_grid(land: pd.DataFrame) -> bool:
     """A grid search fills (nearly) every lr x wd cell; sampled values (TPE) leave most empty."""
     n_lr, n_wd = land["lr"].nunique(), land["weight_decay"].nunique()
@@ -203,4 +248,20 @@ def explanation_grid(rows: list, images: np.ndarray, class_names: list[str], pat
             axes[i, j].imshow(overlay)
         axes[i, -1].imshow(row.mean, cmap="jet", vmin=0, vmax=255)
         axes[i, 0].set_ylabel(f"{row.method}\n{row.variant}", fontsize=8, rotation=0, ha="right", va="center")
+    return _save(fig, path)
+
+
+def cd_diagram(mean_ranks: pd.Series, nemenyi: pd.DataFrame, cd: float, alpha: float, title: str,
+               path: Path) -> Path:
+    """Critical-difference diagram (Demšar 2006) by scikit-posthocs: the variants on the mean-rank
+    axis, bars joining those the Nemenyi test does not separate at `alpha`; the CD drawn above."""
+    import scikit_posthocs as sp
+
+    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.32 * len(mean_ranks)))
+    sp.critical_difference_diagram(mean_ranks, nemenyi, ax=ax, alpha=alpha)
+    lo = float(mean_ranks.min())
+    ax.plot([lo, lo + cd], [1.3, 1.3], color="#222222", lw=2, transform=ax.get_xaxis_transform(), clip_on=False)
+    ax.text(lo + cd, 1.3, f"  CD = {cd:.3g}", ha="left", va="center", fontsize=8,
+            transform=ax.get_xaxis_transform())
+    ax.set_title(title, fontsize=10, pad=42)
     return _save(fig, path)

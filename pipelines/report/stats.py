@@ -1,5 +1,6 @@
 """Statistics over the repeat phase: each variant against its baseline, per dataset, evaluated set
-and metric (mean +- std, Welch / paired / corrected resampled t-tests, Holm, Hedges' g, CI).
+and metric (mean +- std, Welch / paired / corrected resampled t-tests, Holm, Hedges' g, CI, and the
+Bayesian correlated t-test's probabilities of better / practically equivalent / worse).
 
 Reads result rows (the `<out>/results/` schema), nothing else. The settings (`stats:` of a study)
 are `config.stats_settings.StatsSettings`."""
@@ -24,9 +25,14 @@ TEST_NAMES = {
 
 COMPARISON_COLUMNS = [
     "dataset", "eval_set", "metric", "variant", "baseline", "n", "mean", "std", "baseline_mean",
-    "baseline_std", "diff", "p_welch", "p_paired", "p_corrected", "p_holm", "hedges_g", "ci_low",
-    "ci_high", "significant", "excluded_runs",
+    "baseline_std", "diff", "p_welch", "p_paired", "p_corrected", "p_holm", "rope", "prob_better",
+    "prob_equivalent", "prob_worse", "bayes_decision", "hedges_g", "ci_low", "ci_high", "significant",
+    "excluded_runs", "posterior_mean", "posterior_scale", "posterior_df",
 ]
+# Benavoli et al. (2017): a probability of at least this decides (better / equivalent / worse).
+DECISION_PROB = 0.95
+BAYES_COLUMNS = ["rope", "prob_better", "prob_equivalent", "prob_worse", "bayes_decision", "posterior_mean",
+                 "posterior_scale", "posterior_df"]
 
 
 def _no_difference(a: np.ndarray, b: np.ndarray) -> bool:
@@ -80,6 +86,31 @@ def corrected_resampled(
     return float(p), mean - half, mean + half
 
 
+def bayesian_correlated(a: np.ndarray, b: np.ndarray, test_train_ratio: float, rope: float) -> dict:
+    """Bayesian correlated t-test (Corani & Benavoli 2015) on paired differences d = a - b over J
+    random splits: the posterior of the mean difference is Student t with J - 1 degrees of freedom,
+    location mean(d) and scale sqrt((1/J + rho/(1-rho)) var(d, ddof=1)). Random splits correlate as
+    rho = n_test/(n_test + n_train), so rho/(1-rho) = n_test/n_train (Nadeau-Bengio), the factor
+    of `corrected_resampled`. baycomp's CorrelatedTTest fixes rho = 1/k (k-fold cross-validation),
+    so the variance is computed here and baycomp's `Posterior` gives the three probabilities."""
+    from baycomp.single import Posterior
+
+    d = np.asarray(a, float) - np.asarray(b, float)
+    j = len(d)
+    out = dict.fromkeys(BAYES_COLUMNS, math.nan) | {"rope": rope, "bayes_decision": ""}
+    if j < 2:
+        return out
+    var = (1.0 / j + test_train_ratio) * d.var(ddof=1)
+    post = Posterior(float(d.mean()), var, j - 1, rope)
+    probs = post.probs()
+    worse, equivalent, better = probs if rope > 0 else (probs[0], 0.0, probs[1])
+    decided = [name for name, p in (("better", better), ("equivalent", equivalent), ("worse", worse))
+               if p >= DECISION_PROB]
+    return out | {"prob_better": float(better), "prob_equivalent": float(equivalent), "prob_worse": float(worse),
+                  "bayes_decision": decided[0] if decided else "inconclusive", "posterior_mean": float(d.mean()),
+                  "posterior_scale": math.sqrt(var), "posterior_df": float(j - 1)}
+
+
 def hedges_g(a: np.ndarray, b: np.ndarray) -> float:
     """Bias-corrected standardised mean difference (Hedges' g) of a - b, pooled sd (ddof=1)."""
     if len(a) < 2 or len(b) < 2:
@@ -107,6 +138,7 @@ def compare_one(
     p_w, *ci_w = welch(a, b, settings.alpha)
     p_p, *ci_p = paired(pa_, pb_, settings.alpha)
     p_c, *ci_c = corrected_resampled(pa_, pb_, ratio, settings.alpha)
+    bayes = bayesian_correlated(pa_, pb_, ratio, settings.rope_for(metric))
     ci = {"welch": ci_w, "paired": ci_p, "corrected": ci_c}[settings.significance]
     return {
         "n": len(a),
@@ -121,14 +153,15 @@ def compare_one(
         "hedges_g": hedges_g(a, b),
         "ci_low": ci[0],
         "ci_high": ci[1],
-    }
+    } | bayes
 
 
 def _summary_only(rows: pd.DataFrame, metric: str) -> dict:
     """The baseline's own row: its summary, no test."""
     ok = _usable(rows, metric)
     a = ok[metric].to_numpy(float)
-    out = dict.fromkeys(COMPARISON_COLUMNS[5:-2], math.nan)
+    out = dict.fromkeys((c for c in COMPARISON_COLUMNS[5:] if c not in ("significant", "excluded_runs")), math.nan)
+    out["bayes_decision"] = ""
     out.update(
         n=len(a),
         mean=a.mean() if len(a) else math.nan,

@@ -214,6 +214,8 @@ def csv_safe(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_tables(tables: dict[str, pd.DataFrame], folder: Path) -> None:
+    """Every table as CSV; the statistics (`comparisons`) also as Parquet, typed and at full precision."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
         csv_safe(table).to_csv(folder / f"{name}.csv", index=False, float_format=CSV_FLOAT)
+    tables["comparisons"].to_parquet(folder / "comparisons.parquet", index=False)
