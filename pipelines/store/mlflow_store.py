@@ -131,6 +131,8 @@ class MlflowStore:
             },
         )
         scalars = {k: v for k, v in config.items() if not isinstance(v, (dict, list)) and k != "data_dir"}
+        # attention modules from outside attnsweep: where each came from (factory and kwargs)
+        scalars.update({f"attentions.{k}": v for k, v in (config.get("attentions") or {}).items()})
         self.client.log_batch(run.info.run_id, params=_params(scalars))
         data_dir = self.out / "data"
         if self.dataset_name and (data_dir / "manifest.json").exists():
