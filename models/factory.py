@@ -48,7 +48,10 @@ def _build(name: str, num_classes: int, image_size: int, stem: str = "imagenet")
         timm_name = backbone_name.removeprefix(TIMM_PREFIX)
         if not timm.is_model(timm_name):
             raise ModelError(f"model {name!r}: {timm_name!r} is not a timm model (timm.list_models() lists them)")
-        model = timm.create_model(timm_name, pretrained=False, num_classes=num_classes)  # random init, no download
+        try:  # models with a fixed input grid (ViT, Swin) are built for the study's image size
+            model = timm.create_model(timm_name, pretrained=False, num_classes=num_classes, img_size=image_size)
+        except TypeError:  # the others take no img_size
+            model = timm.create_model(timm_name, pretrained=False, num_classes=num_classes)  # random init, no download
     else:
         size = {"img_size": image_size} if backbone.family == "transformer" else {}  # fixed-size patch grids
         model = timm.create_model(backbone_name, pretrained=False, num_classes=num_classes, **size)
