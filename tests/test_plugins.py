@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from unittest.mock import ANY
 
 import numpy as np
 import pandas as pd
@@ -146,6 +147,27 @@ def test_bad_dataset_format_plugin_one_line(plugin_site, tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"error: {study}: dataset: format attnsweep_coord.attn: attnsweep_coord.attn is not a dataset adapter: "
         "it lacks Options (a pydantic model), read, images, fingerprint (docs/extending.md)"]
+
+
+def test_data_check_takes_a_plugin_format(plugin_site, tmp_path):
+    root = _tinyfolder(tmp_path / "data")
+    ok = run_attnsweep("data", "check", "tinyfolder", str(root), env=_env(plugin_site))  # by entry point
+    assert ok.returncode == 0, ok.stderr
+    assert "ok: 48 images, 16 groups, 2 classes, all decoded" in ok.stdout
+    (root / "p03_1.png").unlink()
+    bad = run_attnsweep("data", "check", "attnsweep_coord.tinyfolder", str(root), env=_env(plugin_site))  # by path
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        f"error: {root / 'labels.txt'}:11: image listed but missing (value 'p03_1.png')"]
+    unknown = run_attnsweep("data", "check", "tinyfolder", str(root))  # not installed here
+    assert unknown.returncode == 2 and "unknown format 'tinyfolder'" in unknown.stderr
+
+
+def test_resume_comparison_treats_a_mapping_added_later_as_unset():
+    from attnsweep.pipelines.config.compare import differences
+
+    assert differences({"train": {"epochs": 1}}, {"attentions": {}, "train": {"epochs": 1, "attentions": {}}}) == []
+    assert differences({}, {"attentions": {"coord": "a.b:C"}}) == [("attentions.coord", ANY, "a.b:C")]
 
 
 @pytest.mark.slow
