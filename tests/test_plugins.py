@@ -163,6 +163,16 @@ def test_data_check_takes_a_plugin_format(plugin_site, tmp_path):
     assert unknown.returncode == 2 and "unknown format 'tinyfolder'" in unknown.stderr
 
 
+def test_ddp_trains_an_installed_attention_on_two_ranks(plugin_site, tmp_path):
+    """`attnsweep train` with 2 local DDP ranks (gloo): each rank imports the entry point's module."""
+    res = run_attnsweep("train", "--model", "cnn2+coord", "--image-size", "32", "--epochs", "1", "--batch-size", "16",
+                        "--split", "0", "--dataset", "synthderm", "--dataset-option", "n=160", "--lr", "0.01",
+                        "--executor", "local", "--workers", "2", "--out", str(tmp_path), env=_env(plugin_site))
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads(Path(res.stdout.strip().splitlines()[-1]).read_text())
+    assert result["status"] == "ok" and result["world_size"] == 2
+
+
 def test_resume_comparison_treats_a_mapping_added_later_as_unset():
     from attnsweep.pipelines.config.compare import differences
 
@@ -174,7 +184,7 @@ def test_resume_comparison_treats_a_mapping_added_later_as_unset():
 def test_plugin_study_local_end_to_end(plugin_site, tmp_path):
     study = _study(tmp_path, {"kind": "local", "workers": 1})
     out = tmp_path / "out"
-    result = run_attnsweep("run", str(study), "--out", str(out), env=_env(plugin_site))
+    result = run_attnsweep("run", str(study), "--out", str(out), env=_env(plugin_site), timeout=3600)
     assert result.returncode == 0, result.stderr[-3000:]
     _check_study(out)
 
@@ -186,6 +196,7 @@ def test_plugin_study_slurm_end_to_end(plugin_site, slurm_cluster, tmp_path):
     which sbatch passes on from the driver's environment."""
     study = _study(tmp_path, {"kind": "slurm", "slurm": {"cpus_per_task": 1, "mem_gb": 2, "timeout_min": 30}})
     out = tmp_path / "out"
-    result = run_attnsweep("run", str(study), "--out", str(out), env=_env(plugin_site, slurm_cluster.env))
+    result = run_attnsweep("run", str(study), "--out", str(out), env=_env(plugin_site, slurm_cluster.env),
+                           timeout=3600)
     assert result.returncode == 0, result.stderr[-3000:]
     _check_study(out)
