@@ -84,14 +84,14 @@ def _check_study(out: Path) -> None:
     assert set(rows["status"]) == {"ok"}
     by_variant = rows.drop_duplicates("variant").set_index("variant")
     assert by_variant.loc["timm-densenet121", "backbone"] == "timm:densenet121"
-    assert list(by_variant.loc["resnet18+coord8", "attention"]) == ["coord8"]
+    assert by_variant.loc["resnet18+coord8", "attention"] == "coord8"
     assert set(rows["dataset"]) == {"tinyfolder"}
     assert sorted(rows.loc[rows["phase"] == "repeat", "split"].unique()) == ["repeat-0", "repeat-1"]
     # the study attention travels in the trial configuration (to the job, into its identity)
     cfgs = {d.parent.name: json.loads((d / "config.json").read_text()) for d in trial_dirs(out)}
     assert cfgs["resnet18+coord8"]["attentions"] == {
         "coord8": {"factory": "attnsweep_coord.attn:CoordAttention", "kwargs": {"reduction": 8}}}
-    assert "attentions" not in cfgs["resnet18"]
+    assert cfgs["resnet18"]["attentions"] == {}  # and not in its trial id (ADDED_LATER)
     # the report compares each plugin variant with its baseline like a built-in one
     html = (out / "report" / "index.html").read_text()
     for v in VARIANTS:
