@@ -163,6 +163,30 @@ def test_data_check_takes_a_plugin_format(plugin_site, tmp_path):
     assert unknown.returncode == 2 and "unknown format 'tinyfolder'" in unknown.stderr
 
 
+@pytest.mark.parametrize("backbone, sites", [
+    ("resnet18", 8),  # each residual block
+    ("timm:resnet18", 8),  # a timm ResNet: the family attnsweep knows
+    ("efficientnet_b0", 16),  # each MBConv block
+    ("cnn2", 4),  # each convolution
+    ("timm:densenet121", 5),  # the stage outputs of feature_info
+    ("timm:convnext_tiny", 4),
+])
+def test_a_plugin_goes_at_the_sites_of_each_family(plugin_site, monkeypatch, backbone, sites):
+    import torch
+
+    from attnsweep.models import count_params, create, register
+
+    monkeypatch.syspath_prepend(str(plugin_site))
+    register("coordx", "attnsweep_coord.attn:CoordAttention", {"reduction": 16}, "attentions.coordx")
+    with torch.device("meta"):
+        model = create(f"{backbone}+coordx", 3, image_size=64)
+        assert model(torch.empty(2, 3, 64, 64)).shape == (2, 3)
+    placed = [m for m in model.modules() if type(m).__name__ == "CoordAttention"]
+    assert len(placed) == sites
+    added = sum(p.numel() for m in placed for p in m.parameters())
+    assert count_params(f"{backbone}+coordx", 3, 64) - count_params(backbone, 3, 64) == added > 0
+
+
 def test_ddp_trains_an_installed_attention_on_two_ranks(plugin_site, tmp_path):
     """`attnsweep train` with 2 local DDP ranks (gloo): each rank imports the entry point's module."""
     res = run_attnsweep("train", "--model", "cnn2+coord", "--image-size", "32", "--epochs", "1", "--batch-size", "16",
