@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from attnsweep.data import class_maps, synthderm
 from attnsweep.data.records import finish, map_labels
 
+NEEDS_ROOT = False  # generated: no dataset folder
 GENERATOR_VERSION = 2  # bump when rendering changes: invalidates every synthderm cache
 
 

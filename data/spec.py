@@ -3,12 +3,9 @@ loaded, so a wrong option fails before anything is prepared (pydantic names the 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-Format = Literal["synthderm", "ham10000", "isic", "pad_ufes_20", "camelyon17", "medmnist", "cifar10",
-                 "imagefolder"]
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class DatasetSpec(BaseModel):
@@ -26,19 +23,29 @@ class DatasetSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: Format
+    format: str = Field(description="a format of attnsweep.data.adapters (built-in or installed), or an "
+                                    "adapter module's import path")
     root: Path | None = None
     metadata: str | None = None
     class_map: dict[str, str | None] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, fmt: str) -> str:
+        from attnsweep.data.adapters import check_format
+
+        check_format(fmt)
+        return fmt
+
     @model_validator(mode="after")
     def _check(self) -> DatasetSpec:
         from attnsweep.data.adapters import adapter
 
-        if self.format != "synthderm" and self.root is None:
+        module = adapter(self.format)  # a plugin's import or contract failure: one line naming it
+        if getattr(module, "NEEDS_ROOT", True) and self.root is None:
             raise ValueError(f"root: format {self.format} needs the dataset folder")
-        adapter(self.format).Options.model_validate(self.options)  # names the bad option
+        module.Options.model_validate(self.options)  # names the bad option
         if self.class_map is not None and not any(v is not None for v in self.class_map.values()):
             raise ValueError("class_map: maps every label to null, no class is left")
         return self

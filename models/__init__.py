@@ -8,9 +8,10 @@ is imported on first use.
 from importlib import import_module
 from typing import Any
 
-from .registry import ATTENTIONS, BACKBONES, VARIANTS, parse_name
+from .registry import ATTENTIONS, BACKBONES, TIMM_PREFIX, VARIANTS, attentions, backbone_spec, parse_name, register
 
 _LAZY = {"count_params": "factory", "create": "factory", "describe_variants": "factory",
+         "register_attentions": "factory", "check_input_size": "factory",
          "capture_ga_maps": "global_attention", "gradcam_target_layer": "placement"}
 
 
@@ -21,6 +22,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "ATTENTIONS", "BACKBONES", "VARIANTS", "capture_ga_maps", "count_params", "create",
-    "describe_variants", "gradcam_target_layer", "parse_name",
+    "ATTENTIONS", "BACKBONES", "TIMM_PREFIX", "VARIANTS", "attentions", "backbone_spec", "capture_ga_maps",
+    "check_input_size", "count_params", "create", "describe_variants", "gradcam_target_layer", "parse_name",
+    "register", "register_attentions",
 ]

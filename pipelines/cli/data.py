@@ -9,7 +9,13 @@ import typer
 
 app = typer.Typer(no_args_is_help=True, help="Datasets: validate one on disk, write the synthetic set.")
 
-FORMATS = ["ham10000", "isic", "pad_ufes_20", "camelyon17", "medmnist", "cifar10", "imagefolder"]
+
+
+def _on_disk_formats() -> list[str]:
+    """The formats `check` validates: every registered one with a dataset folder (not synthderm)."""
+    from attnsweep.data.adapters import formats, needs_root
+
+    return [f for f in formats() if needs_root(f)]
 
 
 def _fail(message: str) -> None:
@@ -31,7 +37,9 @@ def _parse_options(items: list[str]) -> dict:
 
 @app.command("check")
 def check(
-    fmt: str = typer.Argument(..., metavar="FORMAT", help=f"One of: {', '.join(FORMATS)}."),
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="A dataset format (built-in: ham10000, isic, "
+                              "pad_ufes_20, camelyon17, medmnist, cifar10, imagefolder; installed ones; or an "
+                              "adapter module's import path)."),
     root: Path = typer.Argument(..., help="The dataset folder (medmnist: the folder or the .npz)."),
     metadata: str = typer.Option(None, "--metadata", help="Metadata file, relative to ROOT or absolute "
                                  "(default: the format's published name; medmnist: the .npz)."),
@@ -49,9 +57,14 @@ def check(
     from attnsweep.data.cache import default_workers
     from attnsweep.data.check import check as run_check
     from attnsweep.pipelines.config.errors import one_line
+    from attnsweep.plugins import PluginError
 
-    if fmt not in FORMATS:
-        _fail(f"FORMAT: unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+    try:
+        known = _on_disk_formats()
+        if fmt not in known and "." not in fmt:
+            _fail(f"FORMAT: unknown format {fmt!r}; known: {', '.join(known)}, or an adapter module's import path")
+    except PluginError as e:
+        _fail(str(e))
     try:
         spec = DatasetSpec(format=fmt, root=root, metadata=metadata, options=_parse_options(option))
         report = run_check(spec, decode=decode, workers=workers or default_workers())

@@ -20,7 +20,7 @@ from attnsweep.pipelines.config.trial_config import TrialConfig
 from attnsweep.pipelines.trial.study_paths import StudyPaths
 
 # TrialConfig fields set from other options (--dataset, --out) or that a single run leaves alone.
-NOT_OPTIONS = {"dataset", "ood", "splits", "data_dir", "extra"}
+NOT_OPTIONS = {"dataset", "ood", "splits", "data_dir", "extra", "attentions"}  # attentions: installed ones only
 # Defaults of a quick single run where they differ from a study's (TrialConfig's) defaults.
 DEFAULTS = {"epochs": 10, "lr": 0.1, "weight_decay": 1e-4, "batch_size": 32, "split": "repeat-0"}
 FLAGS = {"num_workers": "--loader-workers"}  # `--workers` is the executor's

@@ -32,8 +32,12 @@ def differences(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
     """(dotted field, old value, new value) for every field that differs."""
     a, b = _flat(old), _flat(new)
     missing = object()
+
+    def unset(v: Any) -> bool:  # a mapping field added after a study ran (e.g. attentions) is unset there
+        return v is missing or v == {}
+
     return [(k, a.get(k, missing), b.get(k, missing)) for k in sorted(a.keys() | b.keys())
-            if a.get(k, missing) != b.get(k, missing)]
+            if a.get(k, missing) != b.get(k, missing) and not (unset(a.get(k, missing)) and unset(b.get(k, missing)))]
 
 
 def _show(v: Any) -> str:

@@ -19,7 +19,7 @@ from attnsweep.pipelines.config.notify_settings import NotifySettings
 from attnsweep.pipelines.config.stats_settings import StatsSettings
 from attnsweep.pipelines.config import overrides
 from attnsweep.pipelines.config.errors import one_line
-from attnsweep.pipelines.config.trial_config import TrialConfig
+from attnsweep.pipelines.config.trial_config import AttentionSource, TrialConfig, register_attentions
 
 # TrialConfig fields a study sets per trial; every other field is a shared training setting.
 PER_TRIAL_FIELDS = {"model", "dataset", "ood", "splits", "split", "image_size", "lr", "weight_decay", "data_dir"}
@@ -183,6 +183,9 @@ class Study(BaseModel):
 
     name: str
     description: str = ""
+    # Before `variants`: validated first, so the variants' model names may use them.
+    attentions: dict[str, AttentionSource] = Field(default_factory=dict, description="attention modules from "
+                                                   "outside attnsweep: name -> import path or {factory, kwargs}")
     dataset: DatasetSpec
     dataset_name: str | None = Field(None, description="the `dataset` column of the results; default: the format")
     ood: dict[str, DatasetSpec] = Field(default_factory=dict)
@@ -212,6 +215,11 @@ class Study(BaseModel):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
             raise ValueError(f"use letters, digits, '_', '.', '-' (it names folders and the MLflow experiment), got {v!r}")
         return v
+
+    @field_validator("attentions")
+    @classmethod
+    def _register(cls, sources: dict[str, AttentionSource]) -> dict[str, AttentionSource]:
+        return register_attentions(sources)
 
     @field_validator("variants")
     @classmethod
@@ -252,10 +260,12 @@ class Study(BaseModel):
         if self.splits.search_splits > self.max_concurrent:
             raise ValueError(f"max_concurrent: {self.max_concurrent} jobs cannot hold a search configuration, which "
                              f"trains its {self.splits.search_splits} search splits at once")
+        if self.train.attentions:
+            raise ValueError("train.attentions: name attention modules at study level (attentions:)")
         resolved, trained = {}, {}
         for item in self.variants:
             v = self._resolve(item)
-            same = trained.setdefault((v.model, v.train), v.id)
+            same = trained.setdefault((v.model, v.train.model_dump_json()), v.id)
             if same != v.id:
                 raise ValueError(f"variants.{v.id}: trains {v.model} with the same train settings as {same}")
             if self.splits.search_splits == 0 and not v.search.fixed():
@@ -285,6 +295,12 @@ class Study(BaseModel):
                 loc = ".".join(str(p) for p in (f"variants.{vid}.{name}", *e["loc"]))
                 got = "" if e["type"] in ("value_error", "missing") else f" (got {e['input']!r})"
                 raise ValueError(f"{loc}: {e['msg'].removeprefix('Value error, ')}{got}") from None
+        if "attentions" in spec.train:
+            raise ValueError(f"variants.{vid}.train.attentions: name attention modules at study level (attentions:)")
+        # The trials carry the study attentions their model uses (to the jobs; in their identity).
+        used = {a: self.attentions[a] for a in parse_name(spec.model)[1] if a in self.attentions}
+        if used:
+            sections["train"] = sections["train"].model_copy(update={"attentions": used})
         if spec.baseline is not None and spec.baseline not in self.variant_ids:
             raise ValueError(f"variants.{vid}.baseline: {spec.baseline!r} is not a variant of the study")
         backbone = parse_name(spec.model)[0]
@@ -334,7 +350,8 @@ class Study(BaseModel):
 
 
 def _id(item: str | VariantSpec) -> str:
-    return item if isinstance(item, str) else (item.id or item.model)
+    """A variant's id: its own, else its model name (`timm:x` as `timm-x`: ids name folders)."""
+    return item.replace(":", "-") if isinstance(item, str) else (item.id or item.model.replace(":", "-"))
 
 
 class StudyError(ValueError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -23,9 +23,42 @@ class TrialConfigError(ValueError):
 MODEL_PROBED = "model_probed"
 
 
+class AttentionSource(BaseModel):
+    """An attention module from outside attnsweep: `factory(channels, **kwargs) -> nn.Module`, named
+    by import path (`my_lab.attn:CoordAttention`, importable where the jobs run). A plain string is
+    the factory without kwargs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    factory: str = Field(description="import path, package.module:Name")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments after the channels")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: object) -> object:
+        return {"factory": v} if isinstance(v, str) else v
+
+
+def register_attentions(sources: dict[str, AttentionSource]) -> dict[str, AttentionSource]:
+    """Make the names usable in model names in this process (no import: the factories are loaded
+    when a model is built); ValueError `NAME: problem` for a bad name or path."""
+    from attnsweep.models.registry import register
+    from attnsweep.plugins import PluginError
+
+    for name, src in sources.items():
+        try:
+            register(name, src.factory, src.kwargs, f"attentions.{name}")
+        except PluginError as err:
+            raise ValueError(str(err).removeprefix("attentions.")) from None
+    return sources
+
+
 class TrialConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    # Before `model`: validated first, so the model name may use them. The study sets the ones its
+    # variant uses (study-level `attentions:`).
+    attentions: dict[str, AttentionSource] = Field(default_factory=dict, description="attention modules from "
+                                                   "outside attnsweep by name (set at study level)")
     model: str = Field(description="model variant, e.g. resnet18 or resnet18+ga")
     dataset: DatasetSpec
     ood: dict[str, DatasetSpec] = Field(default_factory=dict)
@@ -60,6 +93,11 @@ class TrialConfig(BaseModel):
     compile: bool = Field(False, strict=True, description="torch.compile the model (worth it on a GPU)")
     data_dir: Path | None = Field(None, description="prepared data (attnsweep.data.prepare); "
                                                     "None: prepared into the trial folder")
+
+    @field_validator("attentions")
+    @classmethod
+    def _register(cls, sources: dict[str, AttentionSource]) -> dict[str, AttentionSource]:
+        return register_attentions(sources)
 
     @field_validator("model")
     @classmethod

@@ -154,7 +154,7 @@ def explain_variant(folder: StudyFolder, trial: Path, n: int) -> tuple[list[Expl
     cfg = TrialFolder(trial).config()
     x, n_classes, raw, names = _load_images(folder, trial, cfg, n)
     model = create(cfg["model"], num_classes=len(names), image_size=cfg["image_size"],
-                   stem=cfg.get("stem", "imagenet"))
+                   stem=cfg.get("stem", "imagenet"), attentions=cfg.get("attentions"))
     model.load_state_dict(load_weights(TrialFolder(trial).best_file))  # torch.load(weights_only=True)
     out = []
     for method, fn in methods_for(model, parse_name(cfg["model"])[1]).items():

@@ -162,7 +162,8 @@ def predict(out: Path, trial: Path, eval_set: str) -> tuple[np.ndarray, np.ndarr
                                f"(sets: {', '.join(s for s in split.sets if s != 'train')})")
     images = split.sets[eval_set]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = create(cfg["model"], num_classes=len(split.class_names), image_size=cfg["image_size"])
+    model = create(cfg["model"], num_classes=len(split.class_names), image_size=cfg["image_size"],
+                   stem=cfg.get("stem", "imagenet"), attentions=cfg.get("attentions"))
     model.load_state_dict(load_weights(folder.best_file))
     model.to(device).eval()
     ds = make_dataset(images, "none", split.mean, split.std, train=False, seed=0)

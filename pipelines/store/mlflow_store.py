@@ -251,6 +251,8 @@ class MlflowStore:
     def _set_up_child(self, ref: TrialRef, run_id: str, config: dict[str, Any]) -> None:
         """A new child run's params and input dataset (logging the same values again is harmless)."""
         scalars = {k: v for k, v in config.items() if not isinstance(v, (dict, list)) and k != "data_dir"}
+        # attention modules from outside attnsweep: where each came from (factory and kwargs)
+        scalars.update({f"attentions.{k}": v for k, v in (config.get("attentions") or {}).items()})
         self.client.log_batch(run_id, params=_params(scalars))
         data_dir = StudyPaths(self.out).data_dir
         if self.dataset_name and (data_dir / "manifest.json").exists():

@@ -194,7 +194,7 @@ def _model(cfg: TrialConfig, d: Dist, num_classes: int) -> tuple[torch.nn.Module
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = create(cfg.model, num_classes, pretrained=cfg.pretrained, image_size=cfg.image_size,
-                   stem=cfg.stem).to(d.device)
+                   stem=cfg.stem, attentions=cfg.model_dump()["attentions"]).to(d.device)
     # Each rank its own dropout stream (restored from the checkpoint on resume).
     for seed_fn in (random.seed, np.random.seed, torch.manual_seed):
         seed_fn(cfg.seed + d.rank)
