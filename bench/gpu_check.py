@@ -477,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     if mode.cpu_threads:
         torch.set_num_threads(mode.cpu_threads)
     # A hung CUDA call or collective cannot be interrupted in-process: print every thread's stack and exit.
-    faulthandler.dump_traceback_later(args.budget_s + 120, exit=True)
+    faulthandler.dump_traceback_later(args.budget_s + 90, exit=True)
     print(device_line(cuda), flush=True)
     runner = Runner(args.budget_s)
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
