@@ -27,6 +27,7 @@ import faulthandler
 import functools
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
@@ -425,7 +426,13 @@ def check_study(spec: DatasetSpec, mode: Mode, out: Path, timeout_s: float) -> s
            "--out", str(study_out)]
     log = out / "study.log"
     with open(log, "w") as f:
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=max(timeout_s, 1), check=False)
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc.wait(timeout=max(timeout_s, 1))
+        except subprocess.TimeoutExpired:
+            stop_driver(proc)
+            raise CheckFailed(f"attnsweep run did not finish in the {timeout_s:.0f} s left of the budget "
+                              f"(log {log})") from None
     if proc.returncode != 0:
         tail = [line for line in log.read_text().splitlines() if line.strip()][-1:] or ["(no output)"]
         raise CheckFailed(f"attnsweep run exited {proc.returncode}: {tail[0][:300]} (log {log})")
@@ -444,6 +451,17 @@ def check_study(spec: DatasetSpec, mode: Mode, out: Path, timeout_s: float) -> s
     if not mode.cuda and gpu_hours != 0:
         raise CheckFailed(f"{text}; GPU time recorded without a GPU")
     return text
+
+
+def stop_driver(proc: subprocess.Popen, grace_s: float = 60) -> None:
+    """Interrupt the study driver as Ctrl-C would (it cancels its jobs), then kill its session."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGINT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace_s)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def default_ham10000() -> Path | None:
