@@ -436,7 +436,7 @@ def check_study(spec: DatasetSpec, mode: Mode, out: Path, timeout_s: float) -> s
     if proc.returncode != 0:
         tail = [line for line in log.read_text().splitlines() if line.strip()][-1:] or ["(no output)"]
         raise CheckFailed(f"attnsweep run exited {proc.returncode}: {tail[0][:300]} (log {log})")
-    rows = parquet_store.read(study_out).to_pandas()
+    rows = parquet_store.read(study_out).to_pandas().drop_duplicates("trial_id")  # a row per evaluated set
     report = study_out / "report" / "index.html"
     ok = rows[rows["status"] == "ok"]
     want = len(STUDY_VARIANTS) * 3
