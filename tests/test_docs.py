@@ -18,7 +18,7 @@ def test_study_file_page_is_current():
 
 
 # written on other branches (issues 20-23); links to them are checked once they exist
-PENDING = {"docs/extending.md", "docs/gpu-check.md"}
+PENDING: set[str] = set()
 
 
 def test_readme_is_short_and_every_link_leads_somewhere():

@@ -143,7 +143,7 @@ def _load_images(folder: StudyFolder, trial: Path, cfg: dict, n: int):
     x = torch.stack([ds[i][0] for i in picked])
     raw = np.stack([np.asarray(test.images[i]) for i in per_class])
     names = [split.class_names[int(labels[i])] for i in per_class]
-    return x, len(per_class), raw, names
+    return x, len(per_class), raw, names, len(split.class_names)
 
 
 def explain_variant(folder: StudyFolder, trial: Path, n: int) -> tuple[list[Explained], np.ndarray, list[str]]:
@@ -152,8 +152,8 @@ def explain_variant(folder: StudyFolder, trial: Path, n: int) -> tuple[list[Expl
     from attnsweep.pipelines.trial.checkpoint import load as load_weights
 
     cfg = TrialFolder(trial).config()
-    x, n_classes, raw, names = _load_images(folder, trial, cfg, n)
-    model = create(cfg["model"], num_classes=len(names), image_size=cfg["image_size"],
+    x, n_classes, raw, names, num_classes = _load_images(folder, trial, cfg, n)  # a test set may lack a class
+    model = create(cfg["model"], num_classes=num_classes, image_size=cfg["image_size"],
                    stem=cfg.get("stem", "imagenet"), attentions=cfg.get("attentions"))
     model.load_state_dict(load_weights(TrialFolder(trial).best_file))  # torch.load(weights_only=True)
     out = []

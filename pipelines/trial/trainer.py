@@ -33,7 +33,8 @@ from attnsweep.pipelines.trial.metrics import classification_metrics
 from attnsweep.pipelines.config import selection
 from attnsweep.pipelines.config.trial_config import TrialConfig, TrialConfigError
 
-__all__ = ["TrialConfig", "TrialConfigError", "evaluate", "train"]
+__all__ = ["TrialConfig", "TrialConfigError", "build_model", "build_optimizer", "epoch_loader", "evaluate", "train",
+           "train_epoch"]
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,9 @@ def _train(cfg: TrialConfig, folder: TrialFolder, d: Dist) -> dict[str, Any]:
     if cfg.batch_size > n_train:
         raise TrialConfigError(f"batch_size: {cfg.batch_size} is larger than the training set ({n_train} images)")
 
-    model, memory_format = _model(cfg, d, num_classes)
+    model, memory_format = build_model(cfg, d, num_classes)
     params = sum(p.numel() for p in model.parameters())
-    optimizer = _optimizer(cfg, model)
+    optimizer = build_optimizer(cfg, model)
     scheduler = lr_scheduler(cfg, optimizer)
     scaler = torch.amp.GradScaler(d.device.type, enabled=cfg.precision == "fp16")
 
@@ -102,14 +103,11 @@ def _train(cfg: TrialConfig, folder: TrialFolder, d: Dist) -> dict[str, Any]:
     last_checkpoint = time.monotonic()
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        sampler.set_epoch(epoch)
-        loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=sampler, drop_last=True,
-                            num_workers=cfg.num_workers, pin_memory=d.device.type == "cuda",
-                            generator=_generator(cfg.seed, epoch, d.rank))
+        loader = epoch_loader(train_set, sampler, per_rank_batch, cfg, d, epoch)
         lr = optimizer.param_groups[0]["lr"]
         augment = functools.partial(inputs, memory_format=memory_format)
         seeds = functools.partial(batch_seed, cfg.seed, epoch, d.rank)  # batch i's draws: (seed, epoch, rank, i)
-        loss_sum, n_seen = _train_epoch(ddp, loader, optimizer, scaler, d.device, amp_dtype, augment, seeds)
+        loss_sum, n_seen = train_epoch(ddp, loader, optimizer, scaler, d.device, amp_dtype, augment, seeds)
         distributed.broadcast_buffers(model)
         train_time = time.perf_counter() - t0
         if not torch.isfinite(loss_sum).item():  # the sum is all-reduced: every rank stops together
@@ -189,7 +187,7 @@ def _load_split(cfg: TrialConfig, folder: TrialFolder, d: Dist):
     return load_split(data_dir, cfg.split)
 
 
-def _model(cfg: TrialConfig, d: Dist, num_classes: int) -> tuple[torch.nn.Module, torch.memory_format]:
+def build_model(cfg: TrialConfig, d: Dist, num_classes: int) -> tuple[torch.nn.Module, torch.memory_format]:
     from attnsweep.models import create
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
@@ -204,7 +202,7 @@ def _model(cfg: TrialConfig, d: Dist, num_classes: int) -> tuple[torch.nn.Module
     return model.to(memory_format=torch.channels_last), torch.channels_last
 
 
-def _optimizer(cfg: TrialConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(cfg: TrialConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.momentum, 0.999),
@@ -318,7 +316,15 @@ def _generator(seed: int, epoch: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0]))
 
 
-def _train_epoch(model, loader, optimizer, scaler, device, amp_dtype, augment, seeds) -> tuple[torch.Tensor, int]:
+def epoch_loader(train_set: Dataset, sampler: DistributedSampler, batch_size: int, cfg: TrialConfig, d: Dist,
+                 epoch: int) -> DataLoader:
+    """This rank's training batches of `epoch` (uint8 rows, pinned for a GPU)."""
+    sampler.set_epoch(epoch)
+    return DataLoader(train_set, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=cfg.num_workers,
+                      pin_memory=d.device.type == "cuda", generator=_generator(cfg.seed, epoch, d.rank))
+
+
+def train_epoch(model, loader, optimizer, scaler, device, amp_dtype, augment, seeds) -> tuple[torch.Tensor, int]:
     """One pass over this rank's shard; returns the loss summed over all ranks' images and their count.
     `augment(x_uint8, seed)` makes the model's input of batch i, with seed `seeds(i)`."""
     model.train()
