@@ -18,7 +18,6 @@ def test_study_file_page_is_current():
 
 
 # written on other branches (issues 20-23); links to them are checked once they exist
-PENDING: set[str] = set()
 
 
 def test_readme_is_short_and_every_link_leads_somewhere():
@@ -32,6 +31,6 @@ def test_readme_is_short_and_every_link_leads_somewhere():
             if target.startswith(("http://", "https://")):
                 continue
             path = (page.parent / target).resolve()
-            if not path.exists() and str(path.relative_to(root)) not in PENDING:
+            if not path.exists():
                 broken.append(f"{page.relative_to(root)} -> {target}")
     assert broken == []
