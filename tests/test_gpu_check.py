@@ -37,16 +37,17 @@ def check_lines(stdout: str) -> dict[str, tuple[str, str]]:
 @pytest.mark.slow
 @needs_ham
 def test_cpu_smoke_mode_runs_every_check(tmp_path):
-    proc = gpu_check("--cpu", "--ham10000", str(HAM), "--budget-s", "3000", "--out", str(tmp_path))
+    """`--quick` (resnet18 only, a 1-epoch study): the whole smoke run took 105 s on this 2-core machine."""
+    proc = gpu_check("--cpu", "--quick", "--ham10000", str(HAM), "--budget-s", "1200", "--out", str(tmp_path))
     lines = check_lines(proc.stdout)
     assert proc.stdout.startswith("device: no CUDA"), proc.stdout
-    compiled = {f"trainer {m} compile=on" for m in ("resnet18", "efficientnet_b0", "vit_tiny_patch16_224")}
-    expected = ["data", *(f"trainer {m} compile=off" for m in ("resnet18", "efficientnet_b0", "vit_tiny_patch16_224")),
-                "pipeline none", "pipeline flip_rot20", "pipeline perez2018", "ddp", "study", *compiled]
+    compiled = {"trainer resnet18 compile=on"}
+    expected = ["data", "trainer resnet18 compile=off", "pipeline none", "pipeline flip_rot20", "pipeline perez2018",
+                "ddp", "study", *compiled]
     assert sorted(lines) == sorted(expected), proc.stdout
     for name, (status, message) in lines.items():
         assert status == ("SKIP" if name in compiled else "PASS"), f"{name}: {status} {message}\n{proc.stderr[-3000:]}"
-    assert proc.returncode == 0 and "summary: 9 PASS, 0 FAIL, 0 SKIP" in proc.stdout
+    assert proc.returncode == 0 and "summary: 7 PASS, 0 FAIL, 0 SKIP" in proc.stdout
 
     # What the lines report is on disk: the DDP trial ran 2 gloo ranks, the study recorded its
     # 6 trials in Parquet with no GPU time, and wrote its report.

@@ -204,11 +204,11 @@ def test_two_folders_of_one_study_name_never_share_an_experiment(tmp_path):
 
 
 def test_user_text_is_escaped_in_markdown_and_guarded_in_csv(tmp_path):
-    from attnsweep.pipelines.report.build import _md_table
+    from attnsweep.pipelines.report.build import md_table
     from attnsweep.pipelines.report.tables import write_tables
 
     table = pd.DataFrame({"dataset": ["<script>alert(1)</script>", "a|b", "=HYPERLINK(\"x\")"], "n": [1, 2, 3]})
-    md = _md_table(table)
+    md = md_table(table)
     assert "<script>" not in md and "&lt;script&gt;" in md and "a\\|b" in md
     assert all(line.count(" | ") == 1 for line in md.splitlines()[2:])  # two cells per row, whatever the text
     write_tables({"t": table}, tmp_path)

@@ -91,7 +91,8 @@ def test_export_is_readable_by_pandas_and_duckdb(tmp_path):
     result = refs[0].folder.result()
     for ref in refs:
         parquet_store.write_trial(tmp_path, ref.trial_id, *_rows(ref, result))
-    dest = tmp_path / "all.parquet"
+    dest = tmp_path.with_name(tmp_path.name + "-export") / "all.parquet"  # outside the study folder
+    dest.parent.mkdir()
     assert parquet_store.export(tmp_path, dest) == 9
     df = pd.read_parquet(dest)
     assert len(df) == 9 and df["finished_at"].dt.tz is not None
@@ -108,8 +109,10 @@ def test_export_carries_the_drivers_choices(tmp_path):
                            "eligible": [True, False]})
     path = selection_record.write(tmp_path, "resnet18+se", "auc_roc", 2, scores, {"lr": 0.01, "weight_decay": 0.0})
     assert path == tmp_path / "selection" / "resnet18+se.json"
-    parquet_store.export(tmp_path, tmp_path / "all.parquet")
-    carried = json.loads(pq.read_schema(tmp_path / "all.parquet").metadata[b"attnsweep.selection"])
+    dest = tmp_path.with_name(tmp_path.name + "-export") / "all.parquet"  # outside the study folder
+    dest.parent.mkdir()
+    parquet_store.export(tmp_path, dest)
+    carried = json.loads(pq.read_schema(dest).metadata[b"attnsweep.selection"])
     assert carried == {"resnet18+se": selection_record.read(tmp_path, "resnet18+se")}
     record = carried["resnet18+se"]
     assert record["metric"] == "auc_roc" and record["chosen"] == {"lr": 0.01, "weight_decay": 0.0, "score": 0.7}
