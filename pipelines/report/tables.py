@@ -218,4 +218,5 @@ def write_tables(tables: dict[str, pd.DataFrame], folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
         csv_safe(table).to_csv(folder / f"{name}.csv", index=False, float_format=CSV_FLOAT)
-    tables["comparisons"].to_parquet(folder / "comparisons.parquet", index=False)
+    if "comparisons" in tables:
+        tables["comparisons"].to_parquet(folder / "comparisons.parquet", index=False)
