@@ -41,7 +41,7 @@ def write_study(out: Path, dataset: str, level: float, variants: list[str], effe
                 "study": f"seed001_{dataset}", "phase": "repeat", "variant": v, "backbone": v.split("+")[0],
                 "attention": "+".join(v.split("+")[1:]), "dataset": dataset, "eval_set": "test",
                 "split": f"repeat-{k}", "seed": 1000 + k, "lr": 0.05, "weight_decay": 1e-4, "batch_size": 64,
-                "epochs": 3, "best_epoch": 2, "status": "ok", "balanced_accuracy": ba, "accuracy": ba,
+                "epochs": 3, "best_epoch": 2, "diverged_epoch": None, "status": "ok", "balanced_accuracy": ba, "accuracy": ba,
                 "auc_roc": min(ba + 0.1, 1.0), "loss": 1 - ba, "n_samples": 200, "n_train": 800,
                 "params": 11_000_000, "train_seconds": 10.0, "gpu_seconds": 0.0, "world_size": 1,
                 "trial_id": f"{v}-r{k}", "mlflow_run_id": None, "config_hash": "c", "code_version": "test",
