@@ -22,7 +22,7 @@ def test_optuna_proposes_the_warm_points_first(tmp_path):
                        warm_start=[{"lr": 0.037, "weight_decay": 1e-4}, {"lr": 0.5}])  # 0.5: outside the range
     warm = warm_start.points(s, "resnet18", tmp_path)
     assert warm == [{"lr": 0.037, "weight_decay": 1e-4}]
-    searcher, _ = phases._search_alg(s, NONE, [], warm)
+    searcher = phases._search_alg(s, NONE, [], warm)
     assert searcher.suggest("t0") == {"lr": 0.037, "weight_decay": 1e-4}
     assert searcher.suggest("t1") != {"lr": 0.037, "weight_decay": 1e-4}
     line = warm_start.described(tmp_path)
@@ -35,7 +35,7 @@ def test_the_grid_puts_the_warm_points_first_and_skips_finished_ones(tmp_path):
                        warm_start=[{"lr": 0.001}, {"lr": 0.01}])
     warm = warm_start.points(s, "v", tmp_path)
     finished = pd.DataFrame([{"lr": 0.01, "weight_decay": 0.0, "score": 0.5, "eligible": True}])
-    searcher, _ = phases._search_alg(s, finished, [], warm)
+    searcher = phases._search_alg(s, finished, [], warm)
     assert [searcher.suggest(str(i))["lr"] for i in range(2)] == [0.001, 0.1]
 
 

@@ -405,11 +405,25 @@ def load_study(path: Path, dotlist: Sequence[str] = (), options: dict | None = N
             data = overrides.apply(data, override)
         except overrides.OverrideError as e:
             raise StudyError(f"{path}: {e}") from None
-        source = f"{path} + command line"
     try:
         return Study.model_validate(data)
     except ValidationError as err:
+        if dotlist or options:  # the command line is named when the field is one it set
+            loc = [str(p) for p in err.errors()[0]["loc"]]
+            # a variant's path holds its id, the error's its index: the section is enough there
+            if (not loc and dotlist) or any(loc and (loc[: len(key)] == key or key[0] == loc[0] == "variants")
+                                            for key in _paths(override)):
+                source = f"{path} + command line"
         raise StudyError(one_line(err, source)) from None
+
+
+def _paths(tree: dict, prefix: tuple[str, ...] = ()) -> list[list[str]]:
+    """The dotted paths of a nested mapping's leaves, as lists of keys."""
+    out = []
+    for key, value in tree.items():
+        path = (*prefix, str(key))
+        out += _paths(value, path) if isinstance(value, dict) and value else [list(path)]
+    return out
 
 
 def _anchor_roots(data: dict, base: Path) -> None:

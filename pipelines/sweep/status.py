@@ -23,6 +23,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import yaml
 
+from attnsweep.pipelines.config.compare import RESOLVED
 from attnsweep.pipelines.config.study import Study
 from attnsweep.pipelines.store import parquet_store
 from attnsweep.pipelines.store.search_scores import NoEligibleConfig, best_config
@@ -113,6 +114,7 @@ def saved_study(out: Path) -> Study:
     if not isinstance(data, dict):
         raise NotAStudy(f"{path}: expected a mapping of study settings")
     (data.get("search") or {}).pop("warm_start", None)  # the earlier study need not be there any more
+    data.pop(RESOLVED, None)  # derived from the rest, for the report
     return Study.model_validate(data)
 
 
