@@ -9,7 +9,6 @@ repeats done first (its comparison completes soonest), (3) searches, in table or
 loop (`scheduler`) is the only user, from one thread."""
 from __future__ import annotations
 
-import pickle
 import threading
 from dataclasses import dataclass, field
 
@@ -57,11 +56,3 @@ class PointsSearcher(Searcher):
 
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
         pass
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.points, f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.points = pickle.load(f)

@@ -40,9 +40,6 @@ class TuneTrial:
         self._epochs: dict[str, list[dict]] = {t.ref.trial_id: [] for t in trials}
         self._results: dict[str, dict | None] = {t.ref.trial_id: None for t in trials}
 
-    def __getstate__(self):
-        raise TypeError("a TuneTrial lives in the driver")  # ASHA keys by trial_id; nothing pickles it
-
     @property
     def folders(self) -> list:
         return [t.ref.dir for t in self.trials if self._results[t.ref.trial_id] is None]
