@@ -57,20 +57,22 @@ def release_all(hold_dir: Path) -> None:
 
 def counts(out: Path) -> dict:
     """What the closing note reports: trainings (trial folders), jobs submitted, trained epochs,
-    Parquet rows, MLflow runs (all / trial runs) and duplicates (rows and trial runs)."""
+    Parquet rows, MLflow runs (all / still RUNNING / trial runs) and duplicates (rows and trial runs)."""
     dirs = sorted(p.parent for p in (out / "trials").glob("*/*/*/config.json"))
     jobs = sum(len(json.loads((d / "jobs.json").read_text())) for d in dirs if (d / "jobs.json").exists())
     epochs = sum(len((d / "metrics.jsonl").read_text().splitlines()) for d in dirs if (d / "metrics.jsonl").exists())
     files = [p for p in (out / "results").glob("*.parquet") if not p.name.startswith(".")] \
         if (out / "results").is_dir() else []
     rows = pd.concat([pd.read_parquet(f) for f in files]) if files else pd.DataFrame(columns=["trial_id", "eval_set"])
-    runs, trial_runs = 0, []
+    runs, running, trial_runs = 0, 0, []
     if (out / "mlflow.db").exists():
         with sqlite3.connect(out / "mlflow.db") as db:
             runs = db.execute("select count(*) from runs where lifecycle_stage = 'active'").fetchone()[0]
+            running = db.execute("select count(*) from runs where lifecycle_stage = 'active' "
+                                 "and status = 'RUNNING'").fetchone()[0]
             trial_runs = [r[0] for r in db.execute(
                 "select t.value from tags t join runs r on r.run_uuid = t.run_uuid "
                 "where t.key = 'attnsweep.trial_id' and r.lifecycle_stage = 'active'")]
-    return {"trainings": len(dirs), "jobs": jobs, "epochs": epochs, "rows": len(rows), "mlflow_runs": runs,
+    return {"trainings": len(dirs), "jobs": jobs, "epochs": epochs, "rows": len(rows), "mlflow_runs": runs, "running_runs": running,
             "trial_runs": len(trial_runs),
             "duplicates": int(rows.duplicated(["trial_id", "eval_set"]).sum()) + len(trial_runs) - len(set(trial_runs))}

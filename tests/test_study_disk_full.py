@@ -33,6 +33,7 @@ def test_disk_full_fails_as_infrastructure_and_resume_retries(tmp_path, small_di
     assert "No space left on device" in said, said[-3000:]
     assert "file write failed" not in said
     before = counts(out)
+    assert before["running_runs"] == 0, before  # the failed phases' parent runs ended too
     (trial,) = (out / "trials").glob("*/*/*/config.json")
     result_path = trial.parent / "result.json"
     if result_path.exists():  # written once the failed checkpoint's temp file was removed

@@ -214,3 +214,23 @@ def test_user_text_is_escaped_in_markdown_and_guarded_in_csv(tmp_path):
     write_tables({"t": table}, tmp_path)
     back = pd.read_csv(tmp_path / "t.csv")
     assert back["dataset"].tolist() == ["<script>alert(1)</script>", "a|b", "'=HYPERLINK(\"x\")"]
+
+
+def test_a_search_whose_every_configuration_diverged_fails_its_parent_run(tmp_path):
+    """Nothing to repeat: the variant fails in one line, and its search's parent run ends FAILED in
+    MLflow, not RUNNING for ever (no run of the study is left RUNNING)."""
+    study = one_trial_study(tmp_path, epochs=1)
+    data = yaml.safe_load(study.read_text())
+    data["search"]["lr"] = [1e6]
+    data["splits"]["search_splits"] = 1
+    study.write_text(yaml.safe_dump(data, sort_keys=False))
+    out = tmp_path / "out"
+    done = run_attnsweep("run", str(study), "--out", str(out), "--no-report")
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said[-3000:]
+    assert "no search configuration finished ok on every split" in said and "Traceback" not in said
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(data["name"]).experiment_id])
+    kinds = {(r.data.tags.get("attnsweep.kind"), r.data.tags.get("attnsweep.phase")): r.info.status for r in runs}
+    assert kinds[("parent", "search")] == "FAILED", kinds
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []

@@ -219,6 +219,9 @@ class MlflowStore:
             self.client.log_batch(run_id, params=_params({f"best_{k}": v for k, v in best.items()}))
         self.client.set_terminated(run_id, "FINISHED")
 
+    def fail_parent(self, variant: str, phase: str) -> None:
+        self.client.set_terminated(self.parent(variant, phase), "FAILED")
+
     def child_run(self, ref: TrialRef, config: dict[str, Any]) -> tuple[str, bool]:
         """(run id, whether it is already terminated) for the trial; created on first sight."""
         if ref.trial_id in self._children and ref.trial_id not in self._unset:

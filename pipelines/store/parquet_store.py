@@ -95,6 +95,29 @@ def _kind(path: Path) -> str | None:
     return kind.decode() if kind is not None else None
 
 
+# path -> (its identity, kind, table read as the schema). The driver reads the whole results folder
+# at each search's end (hundreds of files at a cluster's scale, on a shared file system); a file is
+# only ever replaced by a rename (`_write_atomic`), never changed in place, so one whose inode, size
+# and mtime are unchanged is not read again.
+_read_before: dict[tuple[Path, str], tuple[tuple[int, int, int], str | None, pa.Table | None]] = {}
+
+
+def _kind_and_table(path: Path, which: str, schema: pa.Schema) -> tuple[str | None, pa.Table | None]:
+    """The file's kind marker, and its table unless it is marked as another kind."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise BadResultsFile(f"{path}: not a readable Parquet file ({e})") from None
+    identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+    before = _read_before.get((path, which))
+    if before is not None and before[0] == identity:
+        return before[1], before[2]
+    kind = _kind(path)
+    table = read_checked(path, schema) if kind is None or kind == which else None
+    _read_before[(path, which)] = (identity, kind, table)
+    return kind, table
+
+
 def study_tables(out: Path, which: str = RESULTS_DIR, name: str | None = None) -> tuple[list[pa.Table], list[str]]:
     """The tables of the result files of this study in `<out>/results` (or `epochs`), and one line
     per file left out: one marked as another kind (an export, `attnsweep export`), or whose rows
@@ -105,11 +128,10 @@ def study_tables(out: Path, which: str = RESULTS_DIR, name: str | None = None) -
     name = name or study_name(out)
     tables, skipped, seen = [], [], {}
     for path in files(_folder(out, which)):
-        kind = _kind(path)
-        if kind is not None and kind != which:
+        kind, table = _kind_and_table(path, which, schema)
+        if table is None:
             skipped.append(f"{path} (a {kind} file, not written by the driver)")
             continue
-        table = read_checked(path, schema)
         studies = set(table.column("study").to_pylist())
         if name is not None and table.num_rows and studies != {name}:
             skipped.append(f"{path} (rows of study {', '.join(sorted(map(str, studies)))}, not {name})")

@@ -23,7 +23,7 @@ import pandas as pd
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
-from attnsweep.pipelines.store import selection_record, warm_start
+from attnsweep.pipelines.store import parquet_store, selection_record, warm_start
 # the search's selection rule, read by `attnsweep status` too (without Ray)
 from attnsweep.pipelines.store.search_scores import NoEligibleConfig, best_config, config_scores  # noqa: F401
 from attnsweep.pipelines.sweep.plan import make_trial, phase_splits
@@ -136,8 +136,13 @@ def end_search(study: Study, out: Path, variant: str, recorder: Recorder) -> dic
     """The search is over: its best configuration (also recorded on the search's parent run)."""
     metric = study.variant(variant).train.selection_metric
     splits = len(phase_splits(study, "search"))
-    best = best_config(out, variant, splits, metric)
-    selection_record.write(out, variant, metric, splits, config_scores(out, variant, splits, metric), best)
+    rows = parquet_store.read(out).to_pandas()
+    try:
+        best = best_config(out, variant, splits, metric, rows)
+    except NoEligibleConfig:
+        recorder.fail_parent(variant, "search")
+        raise
+    selection_record.write(out, variant, metric, splits, config_scores(out, variant, splits, metric, rows), best)
     recorder.finish_parent(variant, "search", best)
     return best
 

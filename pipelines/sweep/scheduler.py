@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from ray.tune.schedulers import TrialScheduler
@@ -52,6 +52,9 @@ class StudyLoop:
         self.errors: dict[str, BaseException] = {}
         self._ids = itertools.count()
         self._submitter = ThreadPoolExecutor(SUBMITTERS, thread_name_prefix="submit")
+        # Tune trial id -> (its phase, the trial, its submission in flight): the loop goes on meanwhile
+        # (another variant's turn, other jobs' ends) and leaves the trial alone until it is done
+        self._submitting: dict[str, tuple[Phase, TuneTrial, Future]] = {}
 
     def live(self) -> list[TuneTrial]:
         return [tt for p in self.phases.values() for tt in p.live.values()]
@@ -60,18 +63,23 @@ class StudyLoop:
         """Returns when every variant's phases have ended. A variant that fails (e.g. no eligible
         configuration) does not stop the others: its error is raised once they are done. An
         interrupt (`budget.interrupted`, Ctrl-C, SIGTERM) ends the loop at once."""
-        for variant in start_order(self.study):
-            self._next_phase(variant, None)
-        while self.phases:
-            if budget.interrupted.is_set():
-                raise KeyboardInterrupt("interrupted")
-            self.recordings.raise_failed()
-            self._follow()
-            self._admit()
-            for variant, phase in list(self.phases.items()):
-                if phase.ended() and self.recordings.idle(variant):  # the phase's rows are read next
-                    self._next_phase(variant, phase)
-            time.sleep(TICK_S)
+        try:
+            for variant in start_order(self.study):
+                self._next_phase(variant, None)
+            while self.phases:
+                if budget.interrupted.is_set():
+                    raise KeyboardInterrupt("interrupted")
+                self.recordings.raise_failed()
+                self._submitted()
+                self._follow()
+                self._admit()
+                for variant, phase in list(self.phases.items()):
+                    if phase.ended() and self.recordings.idle(variant):  # the phase's rows are read next
+                        self._next_phase(variant, phase)
+                time.sleep(TICK_S)
+        finally:
+            # every job submitted is in its trial's jobs.json before the caller cancels what is left
+            self._submitter.shutdown(wait=True, cancel_futures=True)
         self.recordings.wait()
         for variant in self.study.variant_ids:  # the first failure in table order
             if variant in self.errors:
@@ -99,11 +107,13 @@ class StudyLoop:
 
     def _follow(self) -> None:
         """Read what changed in the live trials' folders, relay their results, end what ended."""
-        live = self.live()
+        live = [tt for tt in self.live() if tt.trial_id not in self._submitting]
         changed = self.watcher.changed_folders([d for tt in live for d in tt.folders])
         ended_jobs = self.watcher.ended([job for tt in live for job in tt.jobs.values()])
         for phase in list(self.phases.values()):
             for tt in list(phase.live.values()):
+                if tt.trial_id in self._submitting:
+                    continue
                 try:
                     tt.refresh(changed, ended_jobs)
                 except TrialFailed as err:
@@ -159,16 +169,29 @@ class StudyLoop:
         self._start(phase, tt)
 
     def _start(self, phase: Phase, tt: TuneTrial) -> None:
-        try:
-            tt.start(self.study.name, self.study.max_concurrent)
-        except Exception as err:  # noqa: BLE001 -- a submission that fails is a failure of the trial
-            self._failed(phase, tt, f"{type(err).__name__}: {err}")
+        """Submit the trial's jobs (or re-attach to them) in a submitter thread. Side by side: an
+        sbatch waits on the controller (0.1 s, seconds when it is busy), and a hundred in a row would
+        keep the slots of the first jobs, and the loop, waiting meanwhile."""
+        def start() -> None:
+            if not budget.interrupted.is_set():  # nothing new once the study is being stopped
+                tt.start(self.study.name, self.study.max_concurrent)
+
+        self._submitting[tt.trial_id] = (phase, tt, self._submitter.submit(start))
+
+    def _submitted(self) -> None:
+        """Hand the trials whose submission is done back to the loop; one that failed is a failure
+        of the trial."""
+        for trial_id, (phase, tt, submission) in list(self._submitting.items()):
+            if submission.done():
+                del self._submitting[trial_id]
+                if submission.exception() is not None:
+                    err = submission.exception()
+                    self._failed(phase, tt, f"{type(err).__name__}: {err}")
 
     def _admit(self) -> None:
         """Start Tune trials while the budget has room, the waiting phase that comes first first."""
         waiting = sorted((p for p in self.phases.values() if p.wants_more()),
                          key=lambda p: self.budget.priority(p.variant, p.phase))
-        started = []
         for phase in waiting:
             while phase.wants_more() and self.budget.fits(phase.jobs):
                 trial_id = f"{phase.phase}-{phase.variant}-{next(self._ids)}"
@@ -188,16 +211,7 @@ class StudyLoop:
                 self.budget.take(phase.jobs)
                 if self.progress:
                     self.progress.started(phase.variant, phase.phase)
-                started.append((phase, tt))
-        # Side by side: an sbatch waits on the controller (0.1 s, more when it is busy), and a
-        # hundred in a row would keep the slots of the first jobs idle meanwhile.
-        submissions = [(p, tt, self._submitter.submit(tt.start, self.study.name, self.study.max_concurrent))
-                       for p, tt in started]
-        for phase, tt, submission in submissions:
-            try:
-                submission.result()
-            except Exception as err:  # noqa: BLE001 -- a submission that fails is a failure of the trial
-                self._failed(phase, tt, f"{type(err).__name__}: {err}")
+                self._start(phase, tt)
 
 
 def run_variants(study: Study, out: Path, data_dir: Path, recorder, progress, poll_s: float = FOLDER_POLL_S) -> None:

@@ -22,6 +22,8 @@ from attnsweep.pipelines.config.study import Study
 from attnsweep.pipelines.trial.folder import TrialFolder
 from attnsweep.pipelines.trial.study_paths import StudyPaths
 
+FAILED_PHASE = "failed"  # `Recorder.parents`: the phase failed, its parent run ends FAILED
+
 
 def code_version() -> str:
     """The git commit of the installed code (`-dirty` with local changes), else the package version."""
@@ -65,7 +67,8 @@ class Recorder:
         self.code_version = code_version()
         self.warn = warn
         self.pending: dict[str, tuple[TrialRef, dict[str, Any]]] = {}  # trial id -> what MLflow has not got yet
-        self.parents: dict[tuple[str, str], dict[str, float] | None] = {}  # parents not finished in MLflow yet
+        # parents not finished in MLflow yet -> the chosen configuration, or FAILED_PHASE
+        self.parents: dict[tuple[str, str], dict[str, float] | str | None] = {}
         self.down: str | None = None  # why MLflow stopped answering, None while it answers
         # True: `record` and `finish_parent` only queue for MLflow and someone else calls `flush` (the
         # driver's MLflow thread, `recording.Recordings`), so rows never wait for MLflow.
@@ -90,11 +93,15 @@ class Recorder:
         if not self.defer_mlflow:
             self.flush()
 
-    def finish_parent(self, variant: str, phase: str, best: dict[str, float] | None = None) -> None:
+    def finish_parent(self, variant: str, phase: str, best: dict[str, float] | str | None = None) -> None:
         """A phase's parent run gets its aggregate when MLflow has every trial of it (see `flush`)."""
         self.parents[(variant, phase)] = best
         if not self.defer_mlflow:
             self.flush()
+
+    def fail_parent(self, variant: str, phase: str) -> None:
+        """A phase that ended without a result to aggregate: its parent run ends FAILED, not RUNNING."""
+        self.finish_parent(variant, phase, FAILED_PHASE)
 
     def flush(self) -> bool:
         """Replay what MLflow has not got, in order -> whether it has everything now."""
@@ -104,7 +111,9 @@ class Recorder:
                     return False
                 del self.pending[trial_id]
             for (variant, phase), best in list(self.parents.items()):
-                if not self.mlflow(functools.partial(self.store.finish_parent, variant, phase, best)):
+                finish = functools.partial(self.store.fail_parent, variant, phase) if best == FAILED_PHASE else \
+                    functools.partial(self.store.finish_parent, variant, phase, best)
+                if not self.mlflow(finish):
                     return False
                 del self.parents[(variant, phase)]
             return True
