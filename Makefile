@@ -27,17 +27,11 @@ lint: $(STAMP)
 	$(if $(FORMAT),$(PY) -m ruff format --check .)
 	$(VENV)/bin/lint-imports
 
-# The suite runs in TEST_WORKERS processes side by side (pytest-xdist), a test file per worker at a
-# time (its module fixtures are built once): most of a SLURM or end-to-end test waits on jobs, not on
-# the CPU. `make test TEST_WORKERS=0` runs it in this one process.
-TEST_WORKERS ?= 4
-XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
-
 test: deps $(STAMP) lint
-	$(PY) -m pytest $(XDIST) --durations=25
+	$(PY) -m pytest --durations=25
 
 test-fast: $(STAMP)
-	$(PY) -m pytest $(XDIST) -m "not slurm and not slow"
+	$(PY) -m pytest -m "not slurm and not slow"
 
 clean:
 	rm -rf runs .pytest_cache
