@@ -22,6 +22,8 @@ from submitit.slurm.slurm import SlurmInfoWatcher
 FOLDER_POLL_S = 5.0
 SACCT_S = 30.0
 RECENT_S = 2.0
+# SLURM states of a job that waits for its resources: not running yet (a requeued job waits again)
+QUEUED_STATES = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING")
 
 
 class JobWatcher:
@@ -68,6 +70,12 @@ class JobWatcher:
             if j.job_id in self._sacct._registered and self._sacct.is_done(j.job_id, mode="cache"):
                 done.add(j.job_id)
         return done
+
+    def queued(self, jobs: list) -> set[str]:
+        """The ids of `jobs` that the last `sacct` saw waiting in SLURM's queue (no call of its own;
+        a local job runs from its submission)."""
+        return {j.job_id for j in jobs if isinstance(j, submitit.SlurmJob) and j.job_id in self._sacct._registered
+                and self._sacct.get_state(j.job_id, mode="cache").split()[0] in QUEUED_STATES}
 
 
 def _local_done(job) -> bool:
