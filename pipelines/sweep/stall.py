@@ -149,9 +149,10 @@ class Watchdog:
     def failure(self, err: TrialFailed) -> str:
         """The reason a job ended without a result; one cancelled for a stall has its `result.json`
         say so (`failed`, infrastructure: retried, by `--resume` too)."""
-        c = self._clocks.get(err.job_id)
+        job_id = err.job.job_id
+        c = self._clocks.get(job_id)
         if c is None or c.cancelled is None:
-            return str(err)
+            return err.reason()
         TrialFolder(err.trial_dir).write_result({"status": "failed", "failure": INFRASTRUCTURE,
-                                                 "error": f"job {err.job_id} {c.cancelled}"})
-        return f"{err.trial_dir}: job {err.job_id} {c.cancelled}"
+                                                 "error": f"job {job_id} {c.cancelled}"})
+        return f"{err.trial_dir}: job {job_id} {c.cancelled}"

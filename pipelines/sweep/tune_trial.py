@@ -28,9 +28,13 @@ TIME_ATTR = "training_iteration"  # ASHA's clock: epochs relayed, as Tune counts
 class TrialFailed(RuntimeError):
     """A job ended without a final result."""
 
-    def __init__(self, message: str, job_id: str, trial_dir) -> None:
-        super().__init__(message)
-        self.job_id, self.trial_dir = job_id, trial_dir
+    def __init__(self, trial_dir: Path, job) -> None:
+        super().__init__(f"{trial_dir}: job {job.job_id} ended without a result")
+        self.trial_dir, self.job = trial_dir, job
+
+    def reason(self) -> str:
+        """The message with the job's error; submitit may wait seconds for a lost job's outcome."""
+        return f"{self}: {_why(self.trial_dir, self.job)}"
 
 
 class TuneTrial:
@@ -88,8 +92,7 @@ class TuneTrial:
                 self._read(t)
             if ended and self._results[tid] is None:
                 del self.jobs[tid]
-                raise TrialFailed(f"{t.ref.dir}: job {job.job_id} ended without a result: {_why(t.ref.dir, job)}",
-                                  job.job_id, t.ref.dir)
+                raise TrialFailed(t.ref.dir, job)
 
     def running(self) -> list[tuple[Path, object, list[dict]]]:
         """(trial folder, job, epoch lines read so far) of each split whose job runs without a final result."""
