@@ -32,10 +32,10 @@ STANDIN = {"ATTNSWEEP_TRAINER": "attnsweep.pipelines.trial.standin", "ATTNSWEEP_
 STALL = {"warn_min": 0.2, "cancel_min": 0.5}
 
 
-def _study(tmp_path: Path, max_failures: int) -> Path:
+def _study(tmp_path: Path, max_failures: int, executor: dict | None = None, stall_limits: dict = STALL) -> Path:
     path = one_trial_study(tmp_path, epochs=3)
     data = yaml.safe_load(path.read_text())
-    data["executor"]["stall"] = STALL
+    data["executor"] = {**(executor or data["executor"]), "stall": stall_limits}
     data["max_failures"] = max_failures
     data.pop("features", None)  # the stand-in keeps no weights to analyse
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -88,7 +88,7 @@ def test_a_stopped_job_is_reported_then_cancelled_and_its_trial_resumes_as_a_ret
     # one line naming the trial, its job and how long since its last epoch; then the cancel and the retry
     assert len(warned) == 1 and "(epoch 1)" in warned[0] and "reported after 0:00:12" in warned[0], warned
     assert re.search(r"no new epoch line for 0:00:1[2-9]", warned[0]), warned
-    assert len(cancelled) == 1 and "retried as an infrastructure failure" in cancelled[0], cancelled
+    assert len(cancelled) == 1 and "an infrastructure failure of the trial" in cancelled[0], cancelled
     assert re.search(rf"failed \(1 of 1 retries\): {re.escape(str(trial))}: job {first_job} stalled", text), text[-3000:]
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
     # the retried job went on after epoch 1: every epoch once, the trial finished and recorded once
@@ -120,6 +120,33 @@ def test_stalls_that_exhaust_max_failures_fail_the_study_with_one_line(tmp_path)
     assert result["status"] == "failed" and result["failure"] == INFRASTRUCTURE, result
     rows = pd.read_parquet(out / "results")
     assert set(rows["status"]) == {"failed"} and rows["trial_id"].nunique() == 1
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_queue_time_does_not_count(slurm_cluster, tmp_path):
+    """A SLURM job held in the queue (sbatch --hold) for longer than both limits is neither reported
+    nor cancelled; released, it runs and the study finishes with its one job."""
+    slurm = {"cpus_per_task": 1, "mem_gb": 0.1, "timeout_min": 30, "extra": {"hold": True}}
+    study = _study(tmp_path, 0, {"kind": "slurm", "slurm": slurm}, {"warn_min": 0.1, "cancel_min": 0.2})
+    out, log = tmp_path / "out", tmp_path / "driver.log"
+    driver = Driver("run", str(study), "--out", str(out), "--no-report", env={**slurm_cluster.env, **STANDIN}, log=log)
+    try:
+        (trial,) = wait_for(lambda: trial_dirs(out) if trial_dirs(out) and jobs_of(trial_dirs(out)[0]) else None,
+                            "the job's submission", driver, log)
+        (job,) = jobs_of(trial)
+        seen = time.monotonic()
+        state = lambda: slurm_cluster.run("squeue", "-h", "-j", job, "-o", "%T").stdout.strip()  # noqa: E731
+        # queued for twice the cancel limit (12 s), by the real clock the limits are compared with
+        wait_for(lambda: time.monotonic() - seen > 24 and state() == "PENDING", "24 s in the queue", driver, log)
+        assert not _lines(log, "no new epoch line"), log.read_text()[-3000:]
+        slurm_cluster.run("scontrol", "release", job)
+        assert driver.proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+    finally:
+        driver.cleanup()
+    assert not _lines(log, "no new epoch line"), log.read_text()[-3000:]
+    assert jobs_of(trial) == [job] and epochs_of(trial) == [1, 2, 3]
+    assert TrialFolder(trial).final_result()["status"] == "ok"
 
 
 def test_default_limits_follow_the_expected_epoch_time():

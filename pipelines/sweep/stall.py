@@ -3,9 +3,9 @@ NCCL collective, a dead NFS mount, a stopped process) is reported, then cancelle
 retried as an infrastructure failure, like a lost node (it counts against `max_failures`).
 
 A job's clock runs from the last time its epoch lines advanced, or else from when it started
-running: its submission (or re-attachment), reset whenever SLURM's queue holds it (`sacct` says
-PENDING or requeued, `watcher.QUEUED_STATES`), so queue time never counts, and the time before the
-first epoch (start-up, data loading) does. The epoch lines are those the loop reads anyway, when
+running: a local job's submission (or re-attachment); a SLURM job's last `sacct` (every
+`watcher.SACCT_S`) that saw it queued (PENDING, requeued, or not listed yet: `watcher.QUEUED_STATES`).
+So queue time never counts, and the time before the first epoch (start-up, data loading) does. The epoch lines are those the loop reads anyway, when
 the watcher says a folder changed: the clock is a few seconds late at most (`watcher.FOLDER_POLL_S`).
 
 Limits (`executor.stall` of the study, per variant): `warn_min` reports the job in the live view
@@ -123,7 +123,7 @@ class Watchdog:
                           f"{clock(limit.cancel_s)} ({limit.basis})"
             job.cancel(check=False)
             self._say(c, f"{c.variant} {c.phase} trial {c.trial_dir.name} (job {job.job_id}): {c.cancelled}; "
-                         f"retried as an infrastructure failure")
+                         f"an infrastructure failure of the trial (retried up to max_failures)")
 
     def _reset(self, job_id: str, c: _Clock | None) -> None:
         old = self._clocks.pop(job_id, None)

@@ -22,8 +22,9 @@ from submitit.slurm.slurm import SlurmInfoWatcher
 FOLDER_POLL_S = 5.0
 SACCT_S = 30.0
 RECENT_S = 2.0
-# SLURM states of a job that waits for its resources: not running yet (a requeued job waits again)
-QUEUED_STATES = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING")
+# SLURM states of a job that waits for its resources (a requeued job waits again), and submitit's
+# for a job that `sacct` does not list yet (just submitted)
+QUEUED_STATES = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "UNKNOWN")
 
 
 class JobWatcher:
@@ -72,9 +73,9 @@ class JobWatcher:
         return done
 
     def queued(self, jobs: list) -> set[str]:
-        """The ids of `jobs` that the last `sacct` saw waiting in SLURM's queue (no call of its own;
-        a local job runs from its submission)."""
-        return {j.job_id for j in jobs if isinstance(j, submitit.SlurmJob) and j.job_id in self._sacct._registered
+        """The ids of `jobs` that wait in SLURM's queue as far as the last `sacct` knows (no call of
+        its own; a local job runs from its submission)."""
+        return {j.job_id for j in jobs if isinstance(j, submitit.SlurmJob)
                 and self._sacct.get_state(j.job_id, mode="cache").split()[0] in QUEUED_STATES}
 
 
