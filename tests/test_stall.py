@@ -58,10 +58,10 @@ def _lines(log: Path, pattern: str) -> list[str]:
     return [line for line in log.read_text().splitlines() if re.search(pattern, line)]
 
 
-def _run(tmp_path: Path, max_failures: int) -> tuple[Driver, Path, Path]:
+def _run(tmp_path: Path, max_failures: int, env: dict | None = None) -> tuple[Driver, Path, Path]:
     study = _study(tmp_path, max_failures)
     out, log = tmp_path / "out", tmp_path / "driver.log"
-    env = {**STANDIN, **hold_env(tmp_path / "hold")}
+    env = {**STANDIN, **hold_env(tmp_path / "hold"), **(env or {})}
     driver = Driver("run", str(study), "--out", str(out), "--no-report", env=env, log=log)
     return driver, out, log
 
@@ -102,10 +102,15 @@ def test_a_stopped_job_is_reported_then_cancelled_and_its_trial_resumes_as_a_ret
 
 
 @pytest.mark.slow
-def test_stalls_that_exhaust_max_failures_fail_the_study_with_one_line(tmp_path):
-    driver, out, log = _run(tmp_path, max_failures=0)
+@pytest.mark.parametrize("last_epoch", ["epoch 1", "no epoch yet"], ids=["stopped-after-epoch-1", "no-first-epoch"])
+def test_stalls_that_exhaust_max_failures_fail_the_study_with_one_line(tmp_path, last_epoch):
+    """The stall of a job SIGSTOPped after epoch 1, or of one that has not written its first epoch
+    line (the stand-in's first epoch takes an hour) fails its trial when no retry is left."""
+    pace = {"ATTNSWEEP_STANDIN_EPOCH_S": "3600"} if last_epoch == "no epoch yet" else {}
+    driver, out, log = _run(tmp_path, max_failures=0, env=pace)
     try:
-        _stop_held_job(tmp_path, driver, log)
+        if last_epoch == "epoch 1":
+            _stop_held_job(tmp_path, driver, log)
         rc = driver.proc.wait(timeout=300)
     finally:
         driver.cleanup()
@@ -114,7 +119,7 @@ def test_stalls_that_exhaust_max_failures_fail_the_study_with_one_line(tmp_path)
     assert rc == 1, log.read_text()[-3000:]
     (last,) = _lines(log, r"^error: ")
     assert re.fullmatch(rf"error: 1 trial\(s\) failed \(1 infrastructure; first: repeat \S+ repeat-0: "
-                        rf"infrastructure, job {job} stalled: no new epoch line for 0:00:3\d \(epoch 1\), cancelled "
+                        rf"infrastructure, job {job} stalled: no new epoch line for 0:00:3\d \({last_epoch}\), cancelled "
                         r"after 0:00:30 \(executor.stall\)\); .*--resume` retries the infrastructure failures.*", last), last
     result = TrialFolder(trial).result()
     assert result["status"] == "failed" and result["failure"] == INFRASTRUCTURE, result
