@@ -73,8 +73,8 @@ def test_a_stopped_job_is_reported_then_cancelled_and_its_trial_resumes_as_a_ret
         pid, stopped_at = _stop_held_job(tmp_path, driver, log)
         (trial,) = trial_dirs(out)
         (first_job,) = jobs_of(trial)
-        warned = wait_for(lambda: _lines(log, rf"trial {trial.name} \(job {first_job}\): no new epoch line for .*stalled"),
-                          "the stall report", driver, log)
+        report = rf"trial {trial.name} \(job {first_job}\): no new epoch line for .*stalled"
+        warned = wait_for(lambda: _lines(log, report), "the stall report", driver, log)
         reported_s = time.monotonic() - stopped_at
         cancelled = wait_for(lambda: _lines(log, rf"\(job {first_job}\): stalled: .*cancelled after 0:00:30"),
                              "the stall's cancel", driver, log)
@@ -89,7 +89,8 @@ def test_a_stopped_job_is_reported_then_cancelled_and_its_trial_resumes_as_a_ret
     assert len(warned) == 1 and "(epoch 1)" in warned[0] and "reported after 0:00:12" in warned[0], warned
     assert re.search(r"no new epoch line for 0:00:1[2-9]", warned[0]), warned
     assert len(cancelled) == 1 and "an infrastructure failure of the trial" in cancelled[0], cancelled
-    assert re.search(rf"failed \(1 of 1 retries\): {re.escape(str(trial))}: job {first_job} stalled", text), text[-3000:]
+    retried = rf"failed \(1 of 1 retries\): {re.escape(str(trial))}: job {first_job} stalled"
+    assert re.search(retried, text), text[-3000:]
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
     # the retried job went on after epoch 1: every epoch once, the trial finished and recorded once
     jobs = jobs_of(trial)
@@ -119,8 +120,9 @@ def test_stalls_that_exhaust_max_failures_fail_the_study_with_one_line(tmp_path,
     assert rc == 1, log.read_text()[-3000:]
     (last,) = _lines(log, r"^error: ")
     assert re.fullmatch(rf"error: 1 trial\(s\) failed \(1 infrastructure; first: repeat \S+ repeat-0: "
-                        rf"infrastructure, job {job} stalled: no new epoch line for 0:00:3\d \({last_epoch}\), cancelled "
-                        r"after 0:00:30 \(executor.stall\)\); .*--resume` retries the infrastructure failures.*", last), last
+                        rf"infrastructure, job {job} stalled: no new epoch line for 0:00:3\d \({last_epoch}\), "
+                        r"cancelled after 0:00:30 \(executor.stall\)\); .*--resume` retries the infrastructure "
+                        r"failures.*", last), last
     result = TrialFolder(trial).result()
     assert result["status"] == "failed" and result["failure"] == INFRASTRUCTURE, result
     rows = pd.read_parquet(out / "results")
@@ -157,8 +159,10 @@ def test_queue_time_does_not_count(slurm_cluster, tmp_path):
 def test_default_limits_follow_the_expected_epoch_time():
     unset = StallSettings()
     assert stall.limits(unset, 30.0) == stall.Limits(600.0, 1200.0, "expected epoch 30 s")  # at least 10 min
-    assert stall.limits(unset, 300.0, "calibrated") == stall.Limits(1500.0, 3000.0, "calibrated epoch 300 s")  # 5 epochs
-    assert stall.limits(unset, None) == stall.Limits(1800.0, None, "no expected epoch time yet")  # never cancelled
+    five_epochs = stall.Limits(1500.0, 3000.0, "calibrated epoch 300 s")
+    assert stall.limits(unset, 300.0, "calibrated") == five_epochs
+    unknown = stall.Limits(1800.0, None, "no expected epoch time until the variant's first epoch lines")
+    assert stall.limits(unset, None) == unknown  # reported, never cancelled
     # set in the study: one alone gives the other (x2 or /2), in fractions of a minute too
     assert stall.limits(StallSettings(warn_min=0.5), 300.0) == stall.Limits(30.0, 60.0, "executor.stall")
     assert stall.limits(StallSettings(cancel_min=1), None) == stall.Limits(30.0, 60.0, "executor.stall")
@@ -181,7 +185,7 @@ def test_the_expected_epoch_time_is_calibrated_then_learned_from_the_study(tmp_p
     dog = stall.Watchdog({v: study.variant(v).executor.stall for v in study.variant_ids}, epoch_s)
     assert dog.limits("resnet18").warn_s == pytest.approx(5 * 240.4) and dog.limits("resnet18").cancel_s == \
         pytest.approx(10 * 240.4)
-    assert dog.limits("resnet18+se") == stall.Limits(1800.0, None, "no expected epoch time yet")
+    assert dog.limits("resnet18+se").cancel_s is None
     dog._learn("resnet18+se", [{"epoch": 1, "seconds": 200.0}, {"epoch": 2, "seconds": 400.0}, {"epoch": 3}])
     assert dog.limits("resnet18+se") == stall.Limits(1500.0, 3000.0, "this study's epoch 300 s")
 

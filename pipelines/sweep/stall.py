@@ -3,10 +3,11 @@ NCCL collective, a dead NFS mount, a stopped process) is reported, then cancelle
 retried as an infrastructure failure, like a lost node (it counts against `max_failures`).
 
 A job's clock runs from the last time its epoch lines advanced, or else from when it started
-running: a local job's submission (or re-attachment); a SLURM job's last `sacct` (every
-`watcher.SACCT_S`) that saw it queued (PENDING, requeued, or not listed yet: `watcher.QUEUED_STATES`).
-So queue time never counts, and the time before the first epoch (start-up, data loading) does. The epoch lines are those the loop reads anyway, when
-the watcher says a folder changed: the clock is a few seconds late at most (`watcher.FOLDER_POLL_S`).
+running: a local job's submission; a SLURM job's last `sacct` (every `watcher.SACCT_S`) that saw
+it queued (PENDING, requeued, or not listed yet: `watcher.QUEUED_STATES`). So queue time never
+counts, and the time before the first epoch (start-up, data loading) does. The epoch lines are
+those the loop reads anyway when the watcher says a folder changed: the clock is a few seconds
+late at most (`watcher.FOLDER_POLL_S`).
 
 Limits (`executor.stall` of the study, per variant): `warn_min` reports the job in the live view
 and the log, `cancel_min` cancels it. Unset, they follow the expected epoch time: 5 epochs and at
@@ -34,7 +35,7 @@ WARN_EPOCHS = 5  # expected epochs without a new line before a job is reported
 MIN_WARN_S = 600.0  # ... and at least this long (start-up and data loading come before the first epoch)
 CANCEL_FACTOR = 2  # the cancel limit: this times the report limit
 UNKNOWN_WARN_S = 1800.0  # no expected epoch time: report after this, cancel never
-KEPT_EPOCHS = 1000  # a variant's latest epoch times its expected one is the median of
+KEPT_EPOCHS = 1000  # a variant's expected epoch time: the median of its latest epoch lines' seconds
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ def limits(settings: StallSettings, epoch_s: float | None, basis: str = "") -> L
         warn_s = 60 * warn if warn is not None else 60 * cancel / CANCEL_FACTOR
         return Limits(warn_s, 60 * cancel if cancel is not None else CANCEL_FACTOR * warn_s, "executor.stall")
     if epoch_s is None:
-        return Limits(UNKNOWN_WARN_S, None, "no expected epoch time yet")
+        return Limits(UNKNOWN_WARN_S, None, "no expected epoch time until the variant's first epoch lines")
     warn_s = max(MIN_WARN_S, WARN_EPOCHS * epoch_s)
     return Limits(warn_s, CANCEL_FACTOR * warn_s, f"{basis or 'expected'} epoch {epoch_s:.3g} s")
 
