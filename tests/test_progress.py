@@ -53,3 +53,17 @@ def test_a_quiet_log_gets_a_summary_line_after_the_interval():
         while "trials 0/8 ended, 1 running" not in buf.getvalue():
             assert time.monotonic() < deadline, buf.getvalue()
             time.sleep(0.05)
+
+
+def test_a_stalled_job_is_a_line_and_counted_until_it_advances():
+    console, buf = _log()
+    p = Progress("demo", PLAN, console)
+    p.started("resnet18", "repeat")
+    p.stalled("resnet18", "repeat", "resnet18 repeat trial abc (job 7): no new epoch line for 0:12:00 (epoch 3); "
+                                    "stalled", 1)
+    assert buf.getvalue().rstrip().endswith("resnet18 repeat trial abc (job 7): no new epoch line for 0:12:00 "
+                                            "(epoch 3); stalled")
+    assert p.summary_line().startswith("trials 0/8 ended, 1 running (1 stalled), elapsed")
+    assert p._table().columns[4].header == "stalled" and list(p._table().columns[4].cells) == ["0", "1"]
+    p.unstalled("resnet18", "repeat")  # it wrote an epoch line again, or ended
+    assert p.summary_line().startswith("trials 0/8 ended, 1 running, elapsed")

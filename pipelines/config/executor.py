@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class SlurmResources(BaseModel):
@@ -27,6 +27,26 @@ class SlurmResources(BaseModel):
     max_requeues: int = Field(3, ge=0, description="time-outs after which the job is not requeued again")
 
 
+class StallSettings(BaseModel):
+    """The stall watchdog (`sweep.stall`): a running job without a new epoch line for `warn_min` is
+    reported, after `cancel_min` cancelled and retried as an infrastructure failure. Unset: from the
+    expected epoch time (see `sweep.stall.limits`); one set alone: the other is twice or half of it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    warn_min: float | None = Field(None, gt=0, description="minutes without a new epoch line before a job is "
+                                                           "reported stalled (fractions allowed)")
+    cancel_min: float | None = Field(None, gt=0, description="minutes without a new epoch line before a job is "
+                                                             "cancelled and its trial retried")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> StallSettings:
+        if self.warn_min is not None and self.cancel_min is not None and self.cancel_min <= self.warn_min:
+            raise ValueError(f"cancel_min must be above warn_min, got warn_min={self.warn_min} "
+                             f"cancel_min={self.cancel_min}")
+        return self
+
+
 SLURM_DEFAULT_TIMEOUT_MIN = 60
 LOCAL_NO_TIMEOUT_MIN = 100 * 365 * 24 * 60  # submitit's local jobs always have a limit: a century is none
 
@@ -37,6 +57,7 @@ class ExecutorSpec(BaseModel):
     kind: Literal["debug", "local", "slurm"] = "local"
     workers: int = Field(1, ge=1, description="processes (ranks) of a `local` job")
     slurm: SlurmResources = Field(default_factory=SlurmResources)
+    stall: StallSettings = Field(default_factory=StallSettings)
 
     @property
     def world_size(self) -> int:

@@ -287,20 +287,41 @@ def calibration_folders(study: Study) -> list[Path]:
     return [p for p in dict.fromkeys(folders) if StudyPaths(p).trials_dir.is_dir()]
 
 
+def _same_kind(study: Study, variant: str, measured: list[Measured]) -> list[Measured]:
+    """The measured trainings of `variant`'s model at the study's image size on its executor."""
+    v = study.variant(variant)
+    return [m for m in measured if m.model == v.model and m.image_size == study.image_size
+            and m.kind == v.executor.kind and m.world_size == v.executor.world_size]
+
+
+def _checkpoint_s(m: Measured) -> float:
+    return m.checkpoint_bytes / CHECKPOINT_BYTES_PER_S
+
+
+def _per_image_s(same: list[Measured]) -> list[float]:
+    """Seconds per epoch and training image on one core (training time scales with both)."""
+    return [m.epoch_seconds * m.cores / m.n_train for m in same]
+
+
+def epoch_seconds(study: Study, variant: str, n_train: int, measured: list[Measured]) -> float | None:
+    """One epoch of `variant` on a split of `n_train` training images (training, validation and
+    its checkpoint write), calibrated on measured trainings; None without one."""
+    same = _same_kind(study, variant, measured)
+    if not same:
+        return None
+    cores = _cores_per_job(study, study.variant(variant).executor)
+    return statistics.median(_per_image_s(same)) * n_train / cores + statistics.median(_checkpoint_s(m) for m in same)
+
+
 def job_estimate(study: Study, p: PhaseWork, n_train: int, measured: list[Measured]) -> JobEstimate:
     v = study.variant(p.variant)
     ex = v.executor
-    checkpoint_s_meas = lambda m: m.checkpoint_bytes / CHECKPOINT_BYTES_PER_S  # noqa: E731
-    same = [m for m in measured if m.model == p.model and m.image_size == study.image_size
-            and m.kind == ex.kind and m.world_size == ex.world_size]
+    same = _same_kind(study, p.variant, measured)
     if same:
-        cores = _cores_per_job(study, ex)
-        # seconds per epoch and training image on one core (training time scales with both)
-        per_image = [m.epoch_seconds * m.cores / m.n_train for m in same]
+        per_image = _per_image_s(same)
         rate = statistics.median(per_image)
-        ckpt = statistics.median(checkpoint_s_meas(m) for m in same)
-        other = statistics.median(m.other_seconds - m.epochs * checkpoint_s_meas(m) for m in same)
-        seconds = max(0.0, other) + p.epochs * (rate * n_train / cores + ckpt)
+        other = statistics.median(m.other_seconds - m.epochs * _checkpoint_s(m) for m in same)
+        seconds = max(0.0, other) + p.epochs * epoch_seconds(study, p.variant, n_train, measured)
         spread = (max(per_image) - min(per_image)) / (2 * rate) if len(same) > 1 else None
         how = f"{len(same)} measured training{'s' if len(same) > 1 else ''}" + \
               (f", epoch time spread +-{spread:.0%}" if spread is not None else ", one sample")

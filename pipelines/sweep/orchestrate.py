@@ -143,6 +143,23 @@ def preflight(study: Study, out: Path, data_dir: Path, n_train: int) -> None:
                                    f"({n_train} images)")
 
 
+def stall_defaults(study: Study, n_train: int, console: Console) -> dict[str, float | None]:
+    """Each variant's calibrated epoch seconds (`estimate.epoch_seconds`, None without a measured
+    training), which the stall watchdog's default limits follow; its limits in one line."""
+    from attnsweep.pipelines.sweep import estimate, stall
+
+    measured = estimate.measured_trainings(estimate.calibration_folders(study))
+    epoch_s = {v: estimate.epoch_seconds(study, v, n_train, measured) for v in study.variant_ids}
+    described = {}
+    for v in study.variant_ids:
+        described.setdefault(stall.limits(study.variant(v).executor.stall, epoch_s[v], "calibrated").describe(),
+                             []).append(v)
+    console.print("stall watchdog, a job without a new epoch line is " +
+                  "; ".join(f"{how}: {', '.join(vs)}" if len(described) > 1 else how for how, vs in described.items()),
+                  markup=False, highlight=False)
+    return epoch_s
+
+
 def check_output_folder(out: Path, resume: bool) -> None:
     if not resume and StudyPaths(out).has_trials():
         raise StudyExists(f"{out}: holds trials of an earlier run; pass --resume to finish it, or use another --out")
@@ -198,7 +215,8 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
     console.print(f"[bold]{study.name}[/]: preparing {study.dataset_label} at {study.image_size}px in {StudyPaths(out).data_dir}")
     data_dir = prepare(study.dataset, study.splits, study.image_size, out, ood=study.ood)
     first = load_split(data_dir, study.splits.names()[0])
-    preflight_apart(study, out, data_dir, min(len(load_split(data_dir, s).sets["train"]) for s in study.splits.names()))
+    n_train = min(len(load_split(data_dir, s).sets["train"]) for s in study.splits.names())
+    preflight_apart(study, out, data_dir, n_train)
     eval_sets = [name for name in first.sets if name != "train"]
     tracking_uri = study.tracking_uri or default_tracking_uri(out)
     store = MlflowStore(tracking_uri, study.name, out, study.dataset_label, study.stats.metrics[0])
@@ -211,6 +229,8 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
         retried = retry_infrastructure_failures(out, recorder.store)
         if retried:
             console.print(f"retrying {len(retried)} trial(s) that failed for infrastructure reasons: {', '.join(retried)}")
+
+    epoch_s = stall_defaults(study, n_train, console)
 
     def cancel_jobs() -> None:
         t0 = time.monotonic()
@@ -228,7 +248,7 @@ def _run_locked(study: Study, out: Path, resume: bool, console: Console, poll_s:
     try:
         with as_interrupt(signal.SIGTERM, signal.SIGINT, first=on_signal):
             with Progress(study.name, tune_trial_counts(study), console, study.train.selection_metric) as progress:
-                run_variants(study, out, data_dir, recorder, progress, poll_s)
+                run_variants(study, out, data_dir, recorder, progress, poll_s, epoch_s)
     finally:
         cancel_jobs()
 

@@ -23,6 +23,7 @@ class Row:
     running: int = 0
     failed: int = 0
     stopped: int = 0
+    stalled: int = 0  # running jobs without a new epoch line for longer than the watchdog's limit
     best: float = -math.inf
     started: float | None = None
     ended: float | None = None
@@ -53,7 +54,7 @@ class Progress:
         self._stop.set()
         with self._lock:  # the driver's jobs end with it (finished, or cancelled): none runs now
             for row in self.rows.values():
-                row.running = 0
+                row.running = row.stalled = 0
         if self.console.is_terminal:
             self._live.update(self._table())
             self._live.__exit__(*exc)
@@ -79,15 +80,16 @@ class Progress:
             total = sum(r.total for r in self.rows.values())
             ended = sum(r.done + r.failed + r.stopped for r in self.rows.values())
             running = sum(r.running for r in self.rows.values())
+            stalled = sum(r.stalled for r in self.rows.values())
             elapsed = time.monotonic() - self.t0
             best_key = max(self.rows, key=lambda k: self.rows[k].best)
             best = self.rows[best_key].best
-        text = f"trials {ended}/{total} ended, {running} running"
+        text = f"trials {ended}/{total} ended, {running} running" + (f" ({stalled} stalled)" if stalled else "")
         if best != -math.inf:
             text += f", best val {self.metric} {best:.4f} ({' '.join(best_key)})"
-        text += f", elapsed {_clock(elapsed)}"
+        text += f", elapsed {clock(elapsed)}"
         if 0 < ended < total:
-            text += f", ~{_clock(elapsed * (total - ended) / ended)} left"
+            text += f", ~{clock(elapsed * (total - ended) / ended)} left"
         return text
 
     def _row(self, variant: str, phase: str) -> Row:
@@ -148,24 +150,40 @@ class Progress:
                         f"{row.done + row.failed + row.stopped}/{row.total} ended")
         self._refresh()
 
+    def stalled(self, variant: str, phase: str, line: str, jobs: int = 0) -> None:
+        """The stall watchdog's `line` (`sweep.stall`), printed above the live table or to the log;
+        `jobs`: how many more jobs of the row are stalled now."""
+        with self._lock:
+            self.rows[(variant, phase)].stalled += jobs
+            self._print(line)
+            self._refresh()
+
+    def unstalled(self, variant: str, phase: str) -> None:
+        """A stalled job advanced again or ended."""
+        with self._lock:
+            row = self.rows[(variant, phase)]
+            row.stalled = max(0, row.stalled - 1)
+            self._refresh()
+
     def _refresh(self) -> None:
         with self._lock:
             if self.console.is_terminal:
                 self._live.update(self._table())
 
     def _table(self) -> Table:
-        table = Table(title=f"{self.title} ({_clock(time.monotonic() - self.t0)})")
-        for col in ("variant", "phase", "done", "running", "failed", "stopped", f"best val {self.metric}",
+        table = Table(title=f"{self.title} ({clock(time.monotonic() - self.t0)})")
+        for col in ("variant", "phase", "done", "running", "stalled", "failed", "stopped", f"best val {self.metric}",
                     "elapsed"):
             table.add_column(col, justify="left" if col in ("variant", "phase") else "right")
         now = time.monotonic()
         for (variant, phase), r in self.rows.items():
-            elapsed = "" if r.started is None else _clock((r.ended or now) - r.started)
-            table.add_row(variant, phase, f"{r.done}/{r.total}", str(r.running), str(r.failed), str(r.stopped),
+            elapsed = "" if r.started is None else clock((r.ended or now) - r.started)
+            table.add_row(variant, phase, f"{r.done}/{r.total}", str(r.running), str(r.stalled), str(r.failed),
+                          str(r.stopped),
                           "" if r.best == -math.inf else f"{r.best:.4f}", elapsed)
         return table
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     return f"{m // 60}:{m % 60:02d}:{s:02d}"

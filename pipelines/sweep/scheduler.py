@@ -27,6 +27,7 @@ from attnsweep.pipelines.sweep import budget
 from attnsweep.pipelines.sweep.phases import Phase, end_repeat, end_search, repeat_phase, search_phase
 from attnsweep.pipelines.sweep.plan import phase_splits, tune_trials
 from attnsweep.pipelines.sweep.recording import Recordings
+from attnsweep.pipelines.sweep.stall import Watchdog
 from attnsweep.pipelines.sweep.tune_trial import SCORE, TrialFailed, TuneTrial
 from attnsweep.pipelines.sweep.watcher import FOLDER_POLL_S, JobWatcher
 
@@ -43,10 +44,14 @@ def start_order(study: Study) -> list[str]:
 
 
 class StudyLoop:
-    def __init__(self, study: Study, out: Path, data_dir: Path, recorder, progress, poll_s: float = FOLDER_POLL_S):
+    def __init__(self, study: Study, out: Path, data_dir: Path, recorder, progress, poll_s: float = FOLDER_POLL_S,
+                 epoch_s: dict[str, float | None] | None = None):
+        """`epoch_s`: per variant, its calibrated epoch seconds, for the stall watchdog's default limits."""
         self.study, self.out, self.data_dir, self.recorder, self.progress = study, out, data_dir, recorder, progress
         self.budget = budget.Budget(study.max_concurrent, study.baselines(), study.variant_ids)
         self.watcher = JobWatcher(folder_poll_s=poll_s)
+        self.watchdog = Watchdog({v: study.variant(v).executor.stall for v in study.variant_ids}, epoch_s or {},
+                                 progress)
         self.recordings = Recordings(recorder)
         self.phases: dict[str, Phase] = {}  # variant -> its running phase
         self.errors: dict[str, BaseException] = {}
@@ -109,7 +114,8 @@ class StudyLoop:
         """Read what changed in the live trials' folders, relay their results, end what ended."""
         live = [tt for tt in self.live() if tt.trial_id not in self._submitting]
         changed = self.watcher.changed_folders([d for tt in live for d in tt.folders])
-        ended_jobs = self.watcher.ended([job for tt in live for job in tt.jobs.values()])
+        jobs = [job for tt in live for job in tt.jobs.values()]
+        ended_jobs = self.watcher.ended(jobs)
         for phase in list(self.phases.values()):
             for tt in list(phase.live.values()):
                 if tt.trial_id in self._submitting:
@@ -117,10 +123,11 @@ class StudyLoop:
                 try:
                     tt.refresh(changed, ended_jobs)
                 except TrialFailed as err:
-                    self._failed(phase, tt, str(err))
+                    self._failed(phase, tt, self.watchdog.failure(err))
                     continue
                 while (result := tt.next_result()) is not None and self._relay(phase, tt, result):
                     pass
+        self.watchdog.check(self.live(), self.watcher.queued(jobs))
 
     def _relay(self, phase: Phase, tt: TuneTrial, result: dict) -> bool:
         """Hand one Tune result to the searcher and the trial scheduler -> whether the trial goes on."""
@@ -214,7 +221,8 @@ class StudyLoop:
                 self._start(phase, tt)
 
 
-def run_variants(study: Study, out: Path, data_dir: Path, recorder, progress, poll_s: float = FOLDER_POLL_S) -> None:
+def run_variants(study: Study, out: Path, data_dir: Path, recorder, progress, poll_s: float = FOLDER_POLL_S,
+                 epoch_s: dict[str, float | None] | None = None) -> None:
     """Run every variant's phases at once; returns when all have ended (see `StudyLoop.run`)."""
     budget.interrupted.clear()
-    StudyLoop(study, out, data_dir, recorder, progress, poll_s).run()
+    StudyLoop(study, out, data_dir, recorder, progress, poll_s, epoch_s).run()

@@ -11,6 +11,7 @@ the loop retries up to `max_failures` times."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from statistics import fmean
 
 from attnsweep.pipelines.config import selection
@@ -26,6 +27,14 @@ TIME_ATTR = "training_iteration"  # ASHA's clock: epochs relayed, as Tune counts
 
 class TrialFailed(RuntimeError):
     """A job ended without a final result."""
+
+    def __init__(self, trial_dir: Path, job) -> None:
+        super().__init__(f"{trial_dir}: job {job.job_id} ended without a result")
+        self.trial_dir, self.job = trial_dir, job
+
+    def reason(self) -> str:
+        """The message with the job's error; submitit may wait seconds for a lost job's outcome."""
+        return f"{self}: {_why(self.trial_dir, self.job)}"
 
 
 class TuneTrial:
@@ -83,7 +92,12 @@ class TuneTrial:
                 self._read(t)
             if ended and self._results[tid] is None:
                 del self.jobs[tid]
-                raise TrialFailed(f"{t.ref.dir}: job {job.job_id} ended without a result: {_why(t.ref.dir, job)}")
+                raise TrialFailed(t.ref.dir, job)
+
+    def running(self) -> list[tuple[Path, object, list[dict]]]:
+        """(trial folder, job, epoch lines read so far) of each split whose job runs without a final result."""
+        return [(t.ref.dir, self.jobs[t.ref.trial_id], self._epochs[t.ref.trial_id]) for t in self.trials
+                if self._results[t.ref.trial_id] is None and t.ref.trial_id in self.jobs]
 
     def next_result(self) -> dict | None:
         """The next Tune result, once every split has got that far; None while they run."""

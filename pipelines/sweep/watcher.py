@@ -22,6 +22,9 @@ from submitit.slurm.slurm import SlurmInfoWatcher
 FOLDER_POLL_S = 5.0
 SACCT_S = 30.0
 RECENT_S = 2.0
+# SLURM states of a job that waits for its resources (a requeued job waits again), and submitit's
+# for a job that `sacct` does not list yet (just submitted)
+QUEUED_STATES = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "UNKNOWN")
 
 
 class JobWatcher:
@@ -68,6 +71,12 @@ class JobWatcher:
             if j.job_id in self._sacct._registered and self._sacct.is_done(j.job_id, mode="cache"):
                 done.add(j.job_id)
         return done
+
+    def queued(self, jobs: list) -> set[str]:
+        """The ids of `jobs` that wait in SLURM's queue as far as the last `sacct` knows (no call of
+        its own; a local job runs from its submission)."""
+        return {j.job_id for j in jobs if isinstance(j, submitit.SlurmJob)
+                and self._sacct.get_state(j.job_id, mode="cache").split()[0] in QUEUED_STATES}
 
 
 def _local_done(job) -> bool:
