@@ -127,7 +127,7 @@ class StudyLoop:
                     continue
                 while (result := tt.next_result()) is not None and self._relay(phase, tt, result):
                     pass
-        self.watchdog.check(self.live(), self.watcher.queued(jobs))
+        self.watchdog.check([tt for tt in self.live() if tt.trial_id not in self._submitting], self.watcher.queued(jobs))
 
     def _relay(self, phase: Phase, tt: TuneTrial, result: dict) -> bool:
         """Hand one Tune result to the searcher and the trial scheduler -> whether the trial goes on."""
