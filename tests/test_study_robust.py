@@ -234,3 +234,32 @@ def test_a_search_whose_every_configuration_diverged_fails_its_parent_run(tmp_pa
     kinds = {(r.data.tags.get("attnsweep.kind"), r.data.tags.get("attnsweep.phase")): r.info.status for r in runs}
     assert kinds[("parent", "search")] == "FAILED", kinds
     assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
+
+
+def test_mlflow_db_deleted_mid_study_ends_with_its_rows_and_resume_rebuilds_the_runs(tmp_path):
+    """The study's sqlite store deleted while its one trial is held: the study still ends with exit
+    0, its Parquet rows and one warning line; `--resume` builds a new store with that trial's run once."""
+    study = one_trial_study(tmp_path, epochs=1)
+    s = yaml.safe_load(study.read_text())
+    s.update(variants=["cnn2"], image_size=32, features=None)
+    study.write_text(yaml.safe_dump(s, sort_keys=False))
+    out, hold, log = tmp_path / "out", tmp_path / "hold", tmp_path / "driver.log"
+    driver = Driver("run", str(study), "--out", str(out), "--no-report", env=hold_env(hold), log=log)
+    try:
+        wait_for(lambda: held(hold), "the trial to be held after epoch 1", driver, log, timeout_s=900)
+        for path in out.glob("mlflow.db*"):
+            path.unlink()
+        for h in held(hold):
+            h.with_suffix(".release").write_text("")
+        assert driver.proc.wait(timeout=900) == 0, log.read_text()[-3000:]
+        text = log.read_text()
+        assert text.count("is not answering") == 1 and "Traceback" not in text, text[-3000:]
+        assert len(parquet_store.read(out)) == 2  # val and test of the one trial
+
+        resumed = run_attnsweep("run", str(study), "--out", str(out), "--resume", "--no-report")
+        assert resumed.returncode == 0, resumed.stderr + resumed.stdout[-3000:]
+        after = counts(out)
+        assert after["trial_runs"] == 1 and after["duplicates"] == 0 and after["running_runs"] == 0, after
+        assert parquet_store.read(out).to_pandas()["mlflow_run_id"].notna().all()
+    finally:
+        driver.cleanup()

@@ -16,6 +16,7 @@ from mlflow_server import mlflow_server  # noqa: F401 (fixture)
 from attnsweep.pipelines.store import parquet_store, selection_record
 from attnsweep.pipelines.store.mlflow_store import MlflowStore
 from attnsweep.pipelines.store.result_rows import TrialRef, epoch_rows, result_rows
+from attnsweep.pipelines.store.results_schema import RESULTS_SCHEMA, to_table
 from attnsweep.pipelines.trial.folder import TrialFolder
 
 EVAL_SETS = ["val", "test", "ood:shifted"]
@@ -162,3 +163,18 @@ def test_mlflow_runs_on_a_real_server(mlflow_server, tmp_path):  # noqa: F811
     exp = client.get_experiment_by_name("tracking-test")
     children = [r for r in client.search_runs([exp.experiment_id]) if "attnsweep.trial_id" in r.data.tags]
     assert sorted(r.data.tags["attnsweep.trial_id"] for r in children) == ["done1", "killed1"]
+
+
+def test_rows_read_back_from_memory_equal_the_files(tmp_path):
+    """The driver keeps what it wrote and what it read (`parquet_store._read_before`): a read of the
+    folder gives the same table as a cold read of the files, and a replaced file is read again."""
+    for trial_id in ("r1", "r2"):
+        ref = make_trial_folder(tmp_path, trial_id)
+        parquet_store.write_trial(tmp_path, trial_id, *_rows(ref, ref.folder.result()))
+    warm = parquet_store.read(tmp_path)
+    parquet_store._read_before.clear()
+    assert parquet_store.read(tmp_path).equals(warm, check_metadata=True)
+    ref = make_trial_folder(tmp_path, "r1")
+    rows, epochs = _rows(ref, ref.folder.result(), run_id="another")
+    pq.write_table(to_table(rows, RESULTS_SCHEMA), tmp_path / "results" / "r1.parquet")  # replaced by another writer
+    assert set(parquet_store.read(tmp_path).column("mlflow_run_id").to_pylist()) == {"another", "run"}

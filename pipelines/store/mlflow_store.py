@@ -93,7 +93,9 @@ class MlflowStore:
         from mlflow import MlflowClient
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its database set-up chatter
-        # The Tuners of all variants record from their own driver threads: one call at a time.
+        # its sqlite store logs each database error with a traceback before raising it; the driver
+        # reports an unavailable store in one line (`tracking.Recorder.mlflow`)
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         self.tracking_uri = tracking_uri
         self.out, self.dataset_name, self.headline_metric = out, dataset_name, headline_metric
         self._source_tags = mlflow_summary.source_tags(mlflow_summary.git_commit())
@@ -103,7 +105,7 @@ class MlflowStore:
         self._unset: set[str] = set()  # trials whose run was created but not set up yet
         self._study_run: str | None = None
         try:
-            self.client = _Serialised(MlflowClient(tracking_uri))
+            self.client = _Serialised(MlflowClient(tracking_uri))  # the driver's threads: one call at a time
             self.experiment_id, self.experiment_name, self.note = self._own_experiment(experiment, out)
             for key, value in mlflow_summary.EXPERIMENT_KIND.items():
                 self.client.set_experiment_tag(self.experiment_id, key, value)

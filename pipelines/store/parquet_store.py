@@ -28,8 +28,12 @@ def _write_atomic(table: pa.Table, path: Path) -> Path:
 
 def write_trial(out: Path, trial_id: str, results: list[dict], epochs: list[dict]) -> Path:
     """The epochs file first: the results file is the marker that the trial is recorded."""
-    _write_atomic(to_table(epochs, EPOCHS_SCHEMA), StudyPaths(out).epochs_file(trial_id))
-    return _write_atomic(to_table(results, RESULTS_SCHEMA), StudyPaths(out).results_file(trial_id))
+    for which, schema, rows, path in ((EPOCHS_DIR, EPOCHS_SCHEMA, epochs, StudyPaths(out).epochs_file(trial_id)),
+                                      (RESULTS_DIR, RESULTS_SCHEMA, results, StudyPaths(out).results_file(trial_id))):
+        table = to_table(rows, schema)
+        _write_atomic(table, path)
+        _remember(path, which, table)
+    return path
 
 
 def is_recorded(out: Path, trial_id: str) -> bool:
@@ -102,13 +106,23 @@ def _kind(path: Path) -> str | None:
 _read_before: dict[tuple[Path, str], tuple[tuple[int, int, int], str | None, pa.Table | None]] = {}
 
 
+def _identity(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _remember(path: Path, which: str, table: pa.Table) -> None:
+    """A file this process has just written, as `study_tables` reads it (the driver writes every
+    trial's rows, then reads them all at each search's end)."""
+    _read_before[(path, which)] = (_identity(path), which, table)
+
+
 def _kind_and_table(path: Path, which: str, schema: pa.Schema) -> tuple[str | None, pa.Table | None]:
     """The file's kind marker, and its table unless it is marked as another kind."""
     try:
-        st = path.stat()
+        identity = _identity(path)
     except OSError as e:
         raise BadResultsFile(f"{path}: not a readable Parquet file ({e})") from None
-    identity = (st.st_ino, st.st_size, st.st_mtime_ns)
     before = _read_before.get((path, which))
     if before is not None and before[0] == identity:
         return before[1], before[2]
