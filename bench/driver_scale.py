@@ -127,15 +127,31 @@ class TreeSampler(threading.Thread):
             self.processes = max(self.processes, len(tree))
 
 
-def job_spans(out: Path) -> list[tuple[float, float]]:
-    """(submitted, ended) of every finished job, from the trial folders."""
+def job_spans(out: Path) -> list[tuple[str, str, float, float]]:
+    """(phase, variant, submitted, ended) of every finished job, from the trial folders."""
     spans = []
     for result in out.glob("trials/*/*/*/result.json"):
         jobs = json.loads((result.parent / "jobs.json").read_text())
         start = datetime.datetime.fromisoformat(jobs[-1]["submitted_at"]).timestamp()
         end = datetime.datetime.fromisoformat(json.loads(result.read_text())["ended_at"]).timestamp()
-        spans.append((start, end))
+        spans.append((result.parent.parent.parent.name, result.parent.parent.name, start, end))
     return spans
+
+
+def losses(spans: list[tuple[str, str, float, float]]) -> dict[str, float]:
+    """Where occupancy goes: the first wave's submission ramp (first to last search submission:
+    sbatch and the controller), the spread of the search jobs' ends (the jobs), and each variant's
+    turn from its last search job's end to its first repeat submission (the driver; median)."""
+    search = [s for s in spans if s[0] == "search"]
+    turns = []
+    for variant in {s[1] for s in spans}:
+        ends = [e for p, v, _, e in spans if v == variant and p == "search"]
+        repeats = [s for p, v, s, _ in spans if v == variant and p == "repeat"]
+        if ends and repeats:
+            turns.append(min(repeats) - max(ends))
+    return {"ramp_s": max(s for *_, s, _ in search) - min(s for *_, s, _ in search),
+            "end_spread_s": max(e for *_, e in search) - min(e for *_, e in search),
+            "turn_s": statistics.median(turns) if turns else float("nan")}
 
 
 def run_one(n: int, work: Path, env: dict[str, str], epochs: int, epoch_s: float, use_strace: bool) -> dict:
@@ -166,7 +182,8 @@ def run_one(n: int, work: Path, env: dict[str, str], epochs: int, epoch_s: float
     if rc != 0:
         sys.exit(f"jobs {n}: the driver failed (exit {rc}); see {folder / 'driver.log'}:\n"
                  + (folder / "driver.log").read_text()[-3000:])
-    spans = job_spans(out)
+    phases = job_spans(out)
+    spans = [(s, e) for _, _, s, e in phases]
     first, last = min(s for s, _ in spans), max(e for _, e in spans)
     minutes = (last - first) / 60
     counts = {name: 0 for name in COUNTED}
@@ -184,7 +201,8 @@ def run_one(n: int, work: Path, env: dict[str, str], epochs: int, epoch_s: float
             "processes": sampler.processes, "wall_s": wall, "span_s": last - first,
             "per_min": {k: v / minutes for k, v in counts.items()},
             "fs": None if fs is None else {k: v / (last - first) for k, v in fs.items()},
-            "occupancy": job_s / (n * (last - first)), "gap_s": statistics.median(gaps) if gaps else float("nan")}
+            "occupancy": job_s / (n * (last - first)), "gap_s": statistics.median(gaps) if gaps else float("nan"),
+            **losses(phases)}
 
 
 def line(r: dict, base: dict) -> str:
@@ -198,7 +216,8 @@ def line(r: dict, base: dict) -> str:
     return (f"jobs {r['n']}: driver {r['peak_pss'] / 2**30:.2f} GB peak, {per_job:.1f} MB per job, "
             f"cpu {r['cpu_s'] / r['jobs']:.2f} s per job, sacct {m['sacct']:.1f}/min, squeue {m['squeue']:.1f}/min, "
             f"sbatch {m['sbatch']:.1f}/min, {fs}, occupancy {r['occupancy']:.2f}, "
-            f"end->next start {r['gap_s']:.1f} s (median); {r['jobs']} jobs in {r['span_s']:.0f} s, "
+            f"end->next start {r['gap_s']:.1f} s (median; submission ramp {r['ramp_s']:.1f} s, search ends over "
+            f"{r['end_spread_s']:.1f} s, search->repeat turn {r['turn_s']:.1f} s); {r['jobs']} jobs in {r['span_s']:.0f} s, "
             f"{r['processes']} processes at most")
 
 
