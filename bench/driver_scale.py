@@ -105,6 +105,7 @@ class TreeSampler(threading.Thread):
         super().__init__(daemon=True)
         self.root, self.skip = root, skip
         self.peak_pss, self.cpu, self.processes = 0, {}, 0
+        self.peak_parts: list[tuple[str, int]] = []  # (process name, PSS) at the peak, largest first
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -113,17 +114,19 @@ class TreeSampler(threading.Thread):
                 tree = [self.root, *self.root.children(recursive=True)]
             except psutil.Error:
                 return
-            pss = 0
+            parts = []
             for p in tree:
                 if p.pid == self.skip:
                     continue
                 try:
-                    pss += p.memory_full_info().pss
+                    parts.append((" ".join(p.cmdline()[:3])[-60:], p.memory_full_info().pss))
                     t = p.cpu_times()
                     self.cpu[p.pid] = t.user + t.system
                 except psutil.Error:
                     pass
-            self.peak_pss = max(self.peak_pss, pss)
+            pss = sum(size for _, size in parts)
+            if pss > self.peak_pss:
+                self.peak_pss, self.peak_parts = pss, sorted(parts, key=lambda part: -part[1])
             self.processes = max(self.processes, len(tree))
 
 
@@ -197,7 +200,7 @@ def run_one(n: int, work: Path, env: dict[str, str], epochs: int, epoch_s: float
         if later:
             gaps.append(later[0] - end)
     job_s = sum(e - s for s, e in spans)
-    return {"n": n, "jobs": len(spans), "peak_pss": sampler.peak_pss, "cpu_s": sum(sampler.cpu.values()),
+    return {"n": n, "jobs": len(spans), "peak_pss": sampler.peak_pss, "peak_parts": sampler.peak_parts, "cpu_s": sum(sampler.cpu.values()),
             "processes": sampler.processes, "wall_s": wall, "span_s": last - first,
             "per_min": {k: v / minutes for k, v in counts.items()},
             "fs": None if fs is None else {k: v / (last - first) for k, v in fs.items()},
@@ -218,7 +221,8 @@ def line(r: dict, base: dict) -> str:
             f"sbatch {m['sbatch']:.1f}/min, {fs}, occupancy {r['occupancy']:.2f}, "
             f"end->next start {r['gap_s']:.1f} s (median; submission ramp {r['ramp_s']:.1f} s, search ends over "
             f"{r['end_spread_s']:.1f} s, search->repeat turn {r['turn_s']:.1f} s); {r['jobs']} jobs in {r['span_s']:.0f} s, "
-            f"{r['processes']} processes at most")
+            f"{r['processes']} processes at most; at the peak: "
+            + ", ".join(f"{name} {size / 2**20:.0f} MB" for name, size in r["peak_parts"][:3]))
 
 
 def fs_ops(trace: Path, out: Path) -> dict[str, int]:
