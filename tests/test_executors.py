@@ -91,3 +91,15 @@ def test_local_jobs_side_by_side_share_the_cores(data_dir, tmp_path):  # noqa: F
         assert job.exception() is None, job.exception()
     threads = [TrialFolder(d).result()["cpu_threads"] for d in (*dirs, tmp_path / "alone")]
     assert threads == [max(1, machine_cpus() // 2)] * 2 + [machine_cpus()]
+
+
+def test_a_local_job_has_no_time_limit_unless_the_study_sets_one(tmp_path):
+    """A workstation has no queue limit (issue 25, attack 9): submitit would checkpoint and requeue a
+    local job at `executor.slurm.timeout_min`, the SLURM default, and fail it at the fourth time."""
+    from attnsweep.pipelines.config.executor import LOCAL_NO_TIMEOUT_MIN
+    from attnsweep.pipelines.trial.executors import make_executor
+
+    assert make_executor(ExecutorSpec(kind="local", workers=1), tmp_path / "a").parameters["timeout_min"] \
+        == LOCAL_NO_TIMEOUT_MIN
+    set_here = ExecutorSpec(kind="local", workers=1, slurm={"timeout_min": 30})
+    assert make_executor(set_here, tmp_path / "b").parameters["timeout_min"] == 30
