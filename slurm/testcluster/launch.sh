@@ -155,8 +155,6 @@ ClusterName=$cluster
 SlurmctldHost=$host($ctld_addr)
 SlurmctldPort=$ctld_port
 SlurmdPort=$slurmd_port
-# job ids of clusters side by side never meet: submitit seeds a DDP job's MASTER_PORT with its id
-FirstJobId=$((ctld_port * 1000))
 AuthType=auth/munge
 AuthInfo=socket=$sock
 SlurmUser=root
