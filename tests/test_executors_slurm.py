@@ -43,7 +43,9 @@ def _finish_with_requeues(cluster, job, timeout_s: float = 240) -> None:
     """Wait for the job to end. SLURM holds a requeued job for 120 s (BeginTime); start it at once
     as an admin would, so the test is not 2 minutes per requeue."""
     deadline = time.monotonic() + timeout_s
-    while not job.done() and time.monotonic() < deadline:
+    # done means its outcome file too: between a requeue and the next run `sacct` may already list
+    # the job as ended (seen once in CI), with no outcome yet
+    while not (job.done() and job.paths.result_pickle.exists()) and time.monotonic() < deadline:
         if cluster.run("squeue", "-h", "-j", job.job_id, "-o", "%r").stdout.strip() == "BeginTime":
             cluster.run("scontrol", "update", f"JobId={job.job_id}", "StartTime=now")
         time.sleep(0.5)
