@@ -64,6 +64,10 @@ class StudyLoop:
     def live(self) -> list[TuneTrial]:
         return [tt for p in self.phases.values() for tt in p.live.values()]
 
+    def _followed(self) -> list[TuneTrial]:
+        """The live trials whose submission is done: those the watcher and the watchdog follow."""
+        return [tt for tt in self.live() if tt.trial_id not in self._submitting]
+
     def run(self) -> None:
         """Returns when every variant's phases have ended. A variant that fails (e.g. no eligible
         configuration) does not stop the others: its error is raised once they are done. An
@@ -112,7 +116,7 @@ class StudyLoop:
 
     def _follow(self) -> None:
         """Read what changed in the live trials' folders, relay their results, end what ended."""
-        live = [tt for tt in self.live() if tt.trial_id not in self._submitting]
+        live = self._followed()
         changed = self.watcher.changed_folders([d for tt in live for d in tt.folders])
         jobs = [job for tt in live for job in tt.jobs.values()]
         ended_jobs = self.watcher.ended(jobs)
@@ -127,7 +131,7 @@ class StudyLoop:
                     continue
                 while (result := tt.next_result()) is not None and self._relay(phase, tt, result):
                     pass
-        self.watchdog.check([tt for tt in self.live() if tt.trial_id not in self._submitting], self.watcher.queued(jobs))
+        self.watchdog.check(self._followed(), self.watcher.queued(jobs))  # the trials still live after this turn
 
     def _relay(self, phase: Phase, tt: TuneTrial, result: dict) -> bool:
         """Hand one Tune result to the searcher and the trial scheduler -> whether the trial goes on."""
