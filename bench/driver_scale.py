@@ -26,6 +26,11 @@ splits each: 2N jobs in all, `max_concurrent: N`, `--no-report`) and prints one 
 - occupancy: job-seconds (from each job's submission to its `ended_at`) / (N x the span from the
   first submission to the last end). end->next start: for each job's end, the time to the next
   submission after it (median).
+- bare loop: the same 2N jobs (the same trial configurations, `executors.submit`, 8 submitting
+  threads as the driver has) followed by a loop with no search, recorder or MLflow, that submits a
+  variant's repeats the moment its last search job's `result.json` appears: what this machine and
+  its SLURM allow (job starts, the controller) with a driver of no cost. Its occupancy beside the
+  driver's, and their ratio, say how much of the loss is the driver's.
 
     .venv/bin/python bench/driver_scale.py                   # N = 16, 64, 128
     .venv/bin/python bench/driver_scale.py --jobs 16 256 --epoch-s 40
@@ -157,6 +162,56 @@ def losses(spans: list[tuple[str, str, float, float]]) -> dict[str, float]:
             "turn_s": statistics.median(turns) if turns else float("nan")}
 
 
+def occupancy(spans: list[tuple[str, str, float, float]], n: int) -> float:
+    first, last = min(s for *_, s, _ in spans), max(e for *_, e in spans)
+    return sum(e - s for *_, s, e in spans) / (n * (last - first))
+
+
+def standin_env(epoch_s: float) -> dict[str, str]:
+    return {"ATTNSWEEP_TRAINER": "attnsweep.pipelines.trial.standin", "ATTNSWEEP_STANDIN_EPOCH_S": str(epoch_s)}
+
+
+def run_bare(n: int, work: Path, env: dict[str, str], epochs: int, epoch_s: float) -> dict:
+    """The machine's ceiling: the driver's jobs, submitted and followed by a loop of no cost."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from attnsweep.pipelines.config.study import load_study
+    from attnsweep.pipelines.sweep.plan import make_trial, phase_splits
+    from attnsweep.pipelines.trial import executors
+
+    folder = work / f"bare{n}"
+    folder.mkdir()
+    os.environ.update({**env, **standin_env(epoch_s)})  # jobs inherit the submitter's environment
+    study = load_study(study_file(folder, n, epochs))
+    out = folder / "out"
+
+    def trials(phase: str, variant: str, lrs: list[float]) -> list:
+        return [make_trial(study, out, phase, variant, split, lr, 0.0, None)
+                for lr in lrs for split in phase_splits(study, phase)]
+
+    def submit(trial) -> None:
+        name = executors.job_name(study.name, trial.ref.variant, trial.ref.phase, trial.ref.split)
+        executors.submit(trial.cfg, trial.ref.dir, study.executor, name=name)
+
+    search = {v: trials("search", v, list(study.search.lr)) for v in VARIANTS}
+    repeats = {v: trials("repeat", v, [study.search.lr[0]]) for v in VARIANTS}
+    waiting = dict(search)
+    with ThreadPoolExecutor(8) as pool:
+        submitted = [pool.submit(submit, t) for ts in search.values() for t in ts]
+        while waiting:
+            for v, ts in list(waiting.items()):
+                if all((t.ref.dir / "result.json").exists() for t in ts):
+                    del waiting[v]
+                    submitted += [pool.submit(submit, t) for t in repeats[v]]
+            time.sleep(0.2)
+        for f in submitted:
+            f.result()
+    every = [t for ts in repeats.values() for t in ts]
+    while not all((t.ref.dir / "result.json").exists() for t in every):
+        time.sleep(0.5)
+    return {"occupancy": occupancy(job_spans(out), n)}
+
+
 def run_one(n: int, work: Path, env: dict[str, str], epochs: int, epoch_s: float, use_strace: bool) -> dict:
     folder = work / f"n{n}"
     folder.mkdir()
@@ -164,9 +219,7 @@ def run_one(n: int, work: Path, env: dict[str, str], epochs: int, epoch_s: float
     calls.touch()
     bin_dir = counting_wrappers(folder / "bin", calls)
     out = folder / "out"
-    driver_env = {**os.environ, **env, "PATH": f"{bin_dir}:{os.environ['PATH']}",
-                  "ATTNSWEEP_TRAINER": "attnsweep.pipelines.trial.standin",
-                  "ATTNSWEEP_STANDIN_EPOCH_S": str(epoch_s)}
+    driver_env = {**os.environ, **env, "PATH": f"{bin_dir}:{os.environ['PATH']}", **standin_env(epoch_s)}
     cmd = [str(Path(sys.executable).with_name("attnsweep")), "run", str(study_file(folder, n, epochs)),
            "--out", str(out), "--no-report"]
     trace = folder / "strace.log"
@@ -199,12 +252,11 @@ def run_one(n: int, work: Path, env: dict[str, str], epochs: int, epoch_s: float
         later = [s for s in starts if s >= end]
         if later:
             gaps.append(later[0] - end)
-    job_s = sum(e - s for s, e in spans)
     return {"n": n, "jobs": len(spans), "peak_pss": sampler.peak_pss, "peak_parts": sampler.peak_parts, "cpu_s": sum(sampler.cpu.values()),
             "processes": sampler.processes, "wall_s": wall, "span_s": last - first,
             "per_min": {k: v / minutes for k, v in counts.items()},
             "fs": None if fs is None else {k: v / (last - first) for k, v in fs.items()},
-            "occupancy": job_s / (n * (last - first)), "gap_s": statistics.median(gaps) if gaps else float("nan"),
+            "occupancy": occupancy(phases, n), "gap_s": statistics.median(gaps) if gaps else float("nan"),
             **losses(phases)}
 
 
@@ -216,9 +268,11 @@ def line(r: dict, base: dict) -> str:
         (f"fs {f['all']:.0f} ops/s: trial folders {(f['polls'] + f['trial_events']) / r['n'] * 5:.2f} per job per 5 s "
          f"(polls {f['polls'] / r['n'] * 5:.2f}), MLflow store {f['mlflow']:.0f}/s")
     m = r["per_min"]
+    bare = (f" (bare loop {r['bare_occupancy']:.2f}: driver/bare {r['occupancy'] / r['bare_occupancy']:.2f})"
+            if "bare_occupancy" in r else "")
     return (f"jobs {r['n']}: driver {r['peak_pss'] / 2**30:.2f} GB peak, {per_job:.1f} MB per job, "
             f"cpu {r['cpu_s'] / r['jobs']:.2f} s per job, sacct {m['sacct']:.1f}/min, squeue {m['squeue']:.1f}/min, "
-            f"sbatch {m['sbatch']:.1f}/min, {fs}, occupancy {r['occupancy']:.2f}, "
+            f"sbatch {m['sbatch']:.1f}/min, {fs}, occupancy {r['occupancy']:.2f}{bare}, "
             f"end->next start {r['gap_s']:.1f} s (median; submission ramp {r['ramp_s']:.1f} s, search ends over "
             f"{r['end_spread_s']:.1f} s, search->repeat turn {r['turn_s']:.1f} s); {r['jobs']} jobs in {r['span_s']:.0f} s, "
             f"{r['processes']} processes at most; at the peak: "
@@ -249,6 +303,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, nargs="+", default=[16, 64, 128], help="jobs at once, smallest first")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--epoch-s", type=float, default=30.0, help="seconds per stand-in epoch")
+    ap.add_argument("--no-bare", action="store_true", help="skip the bare loop's run beside each N")
     ap.add_argument("--keep", type=Path, help="keep the study folders and logs here")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -262,6 +317,8 @@ def main() -> None:
         results = []
         for n in sorted(args.jobs):
             results.append(run_one(n, work, env, args.epochs, args.epoch_s, use_strace))
+            if not args.no_bare:
+                results[-1]["bare_occupancy"] = run_bare(n, work, env, args.epochs, args.epoch_s)["occupancy"]
             print(line(results[-1], results[0]), flush=True)
     finally:
         subprocess.run([str(SCRIPTS / "stop.sh"), str(cluster)], capture_output=True)

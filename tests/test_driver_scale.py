@@ -11,14 +11,13 @@ import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
-from orchestrate_setup import Driver, descendants, jobs_of, run_attnsweep, trial_dirs
+from orchestrate_setup import STANDIN, Driver, descendants, jobs_of, run_attnsweep, trial_dirs
 from trainer_setup import Hold
 
 from attnsweep.pipelines.trial.folder import TrialFolder
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 AT_ONCE = 16
-STANDIN = {"ATTNSWEEP_TRAINER": "attnsweep.pipelines.trial.standin", "ATTNSWEEP_STANDIN_EPOCH_S": "0.2"}
 
 
 def _cmdline(pid: int) -> str:

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
-from orchestrate_setup import Driver, epochs_of, expected_trainings, jobs_of, kill_pids, run_attnsweep, shrunk_study, \
-    trial_dirs
+from orchestrate_setup import STANDIN, Driver, epochs_of, expected_trainings, jobs_of, kill_pids, run_attnsweep, \
+    shrunk_study, trial_dirs
 
 from attnsweep.pipelines.config.study import load_study
 from attnsweep.pipelines.sweep import estimate
@@ -62,11 +62,12 @@ def _held(hold: Path) -> set[str]:
 def test_resume_with_two_variants_in_flight(tmp_path):
     # 2 variants x (1 configuration x 2 search splits + 2 repeat splits), 4 jobs at once: both
     # variants' searches run together; every job holds after epoch 1 until the driver is killed.
-    study = shrunk_study(tmp_path, name="inflight", max_concurrent=4,
+    # The jobs run the stand-in trainer: the trainer's own resume is test_executors' (a killed job)
+    study = shrunk_study(tmp_path, name="inflight", max_concurrent=4, features=None,  # the stand-in keeps no checkpoint
                          search={"algorithm": "tpe", "trials": 1, "seed": 0, "lr": {"low": 0.003, "high": 0.1}})
     out, hold = tmp_path / "out", tmp_path / "hold"
     hold.mkdir()
-    env = {"ATTNSWEEP_HOLD_AFTER_EPOCH": "1", "ATTNSWEEP_HOLD_DIR": str(hold)}
+    env = {**STANDIN, "ATTNSWEEP_HOLD_AFTER_EPOCH": "1", "ATTNSWEEP_HOLD_DIR": str(hold)}
     driver = Driver("run", str(study), "--out", str(out), "--no-report", env=env, log=tmp_path / "driver.log")
     leftovers: set[int] = set()
     try:
@@ -84,7 +85,7 @@ def test_resume_with_two_variants_in_flight(tmp_path):
         driver.cleanup()
     assert not list((out / "results").glob("*.parquet"))  # nothing had ended
 
-    done = run_attnsweep("run", str(study), "--out", str(out), "--resume")  # no hold now
+    done = run_attnsweep("run", str(study), "--out", str(out), "--resume", env=STANDIN)  # no hold now
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for f in _held(hold):
         (hold / f"{f}.release").touch()
@@ -95,7 +96,7 @@ def test_resume_with_two_variants_in_flight(tmp_path):
     for d in dirs:
         assert epochs_of(d) == [1, 2], d  # every epoch trained once, across the kill
     for d, ids in jobs_before.items():
-        assert len(jobs_of(d)) == len(ids) + 1, d  # resumed from its checkpoint once
+        assert len(jobs_of(d)) == len(ids) + 1, d  # resumed after its last epoch once
     rows = pd.read_parquet(out / "results")
     assert len(rows) == 8 * 3 and not rows.duplicated(["trial_id", "eval_set"]).any()
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from orchestrate_setup import Driver, epochs_of, jobs_of, trial_dirs
+from orchestrate_setup import STANDIN, Driver, epochs_of, jobs_of, trial_dirs
 from survive_setup import hold_env, held, one_trial_study, release_all, wait_for
 
 from attnsweep.pipelines.config.executor import StallSettings
@@ -26,7 +26,6 @@ from attnsweep.pipelines.trial.failures import INFRASTRUCTURE
 from attnsweep.pipelines.trial.folder import TrialFolder
 
 REPO = Path(__file__).resolve().parents[1]
-STANDIN = {"ATTNSWEEP_TRAINER": "attnsweep.pipelines.trial.standin", "ATTNSWEEP_STANDIN_EPOCH_S": "0.2"}
 # Reported 12 s and cancelled 30 s after the last epoch line: far beyond the stand-in's start-up and
 # 0.2 s epochs, so only the stopped job can reach them.
 STALL = {"warn_min": 0.2, "cancel_min": 0.5}

@@ -1,7 +1,8 @@
-"""Ctrl-C stops a study in seconds (issue 11, attack 5), with real local jobs: a driver started
-with SIGINT ignored (as `cmd &` from a script leaves it) runs a search with four jobs at once,
-each held after epoch 1 by the hold hook; SIGINT to the driver alone stops all four jobs together
-and the driver exits 130, naming the cancelled jobs; none of them trains on, `--resume` finishes."""
+"""Ctrl-C stops a study in seconds (issue 11, attack 5), with real local jobs (of the stand-in
+trainer): a driver started with SIGINT ignored (as `cmd &` from a script leaves it) runs a search
+with four jobs at once, each held after epoch 1 by the hold hook; SIGINT to the driver alone stops
+all four jobs together and the driver exits 130, naming the cancelled jobs; none of them trains
+on, `--resume` finishes."""
 from __future__ import annotations
 
 import os
@@ -10,18 +11,18 @@ import subprocess
 import time
 
 import pytest
-from orchestrate_setup import ATTNSWEEP, REPO, descendants, epochs_of, kill_pids, run_attnsweep, shrunk_study, trial_dirs
+from orchestrate_setup import ATTNSWEEP, REPO, STANDIN, descendants, epochs_of, kill_pids, run_attnsweep, shrunk_study, \
+    trial_dirs
 from survive_setup import counts, hold_env, held, wait_for
 
 pytestmark = pytest.mark.slow
 
 
 def test_sigint_stops_every_job_at_once_even_when_inherited_ignored(tmp_path):
-    study = shrunk_study(tmp_path, name="ctrlc", n_variants=1, max_concurrent=4, max_failures=0)  # 4 jobs
+    study = shrunk_study(tmp_path, name="ctrlc", n_variants=1, max_concurrent=4, max_failures=0,  # 4 jobs
+                         features=None)  # the stand-in keeps no checkpoint to analyse
     out, hold, log = tmp_path / "out", tmp_path / "hold", tmp_path / "driver.log"
-    # Ray's memory monitor kills actors when the whole machine runs low (other users' processes
-    # on a shared test machine); this test is about signals, not memory.
-    env = {**os.environ, **hold_env(hold), "RAY_memory_monitor_refresh_ms": "0"}
+    env = {**os.environ, **hold_env(hold), **STANDIN}  # about signals, not training: the stand-in trainer
     with log.open("w") as f:
         driver = subprocess.Popen([ATTNSWEEP, "run", str(study), "--out", str(out), "--no-report"], stdout=f,
                                   stderr=subprocess.STDOUT, env=env, cwd=REPO,
@@ -54,7 +55,7 @@ def test_sigint_stops_every_job_at_once_even_when_inherited_ignored(tmp_path):
         kill_pids(tree)
     for release in held(hold):
         release.unlink()
-    resumed = run_attnsweep("run", str(study), "--out", str(out), "--resume", "--no-report")
+    resumed = run_attnsweep("run", str(study), "--out", str(out), "--resume", "--no-report", env=STANDIN)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     c = counts(out)
     print(f"after --resume: {c}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import yaml
-from orchestrate_setup import run_attnsweep, shrunk_study
+from orchestrate_setup import STANDIN, run_attnsweep, shrunk_study
 
 from attnsweep.pipelines.config.study import SearchSettings, StudyError, load_study
 from attnsweep.pipelines.report import details, study_folder
@@ -52,16 +52,18 @@ def _first_search_config(out) -> dict:
 
 
 def test_a_warm_started_study_evaluates_the_earlier_best_first(tmp_path):
-    """Two real tiny studies: the second (another seed) starts its search from the first one's
-    selection. `attnsweep status` reads the first (a real finished folder) as the driver chose."""
+    """Two real tiny studies (jobs of the stand-in trainer): the second (another seed) starts its
+    search from the first one's selection. `attnsweep status` reads the first (a real finished
+    folder) as the driver chose."""
     path = shrunk_study(tmp_path, n_variants=1, name="warm")
     study = yaml.safe_load(path.read_text())
     study["train"]["epochs"] = 1
     study["splits"].update(search_splits=1, repeat_splits=1)
     study["ood"], study["max_concurrent"], study["search"]["trials"] = {}, 1, 2
+    study["features"] = None  # the stand-in keeps no checkpoint to analyse
     path.write_text(yaml.safe_dump(study, sort_keys=False))
     first, second = tmp_path / "first", tmp_path / "second"
-    done = run_attnsweep("run", str(path), "--out", str(first), "--no-report")
+    done = run_attnsweep("run", str(path), "--out", str(first), "--no-report", env=STANDIN)
     assert done.returncode == 0, done.stderr[-3000:]
     selected = phases.best_config(first, "resnet18", 1)
     assert warm_start.earlier_selection(first, "resnet18") == [selected]
@@ -71,7 +73,7 @@ def test_a_warm_started_study_evaluates_the_earlier_best_first(tmp_path):
     assert [p.best for p in st.phases] == [selected, selected] and st.eta_s == 0.0
 
     done = run_attnsweep("run", str(path), "search.seed=7", f"search.warm_start={first}", "--out", str(second),
-                         "--no-report")
+                         "--no-report", env=STANDIN)
     assert done.returncode == 0, done.stderr[-3000:]
     assert _first_search_config(second) == selected  # one job at a time: the first one finished first
     rows = parquet_store.read(second).to_pandas()

@@ -142,8 +142,10 @@ def end_search(study: Study, out: Path, variant: str, recorder: Recorder) -> dic
     except NoEligibleConfig:
         recorder.fail_parent(variant, "search")
         raise
-    selection_record.write(out, variant, metric, splits, config_scores(out, variant, splits, metric, rows), best)
+    # the parent's aggregate is queued first: once the choice is on disk, a stop (which writes what
+    # is queued) also puts it on the MLflow parent run
     recorder.finish_parent(variant, "search", best)
+    selection_record.write(out, variant, metric, splits, config_scores(out, variant, splits, metric, rows), best)
     return best
 
 

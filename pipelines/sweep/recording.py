@@ -86,15 +86,16 @@ class Recordings:
         """Every row write of `variant` handed over so far is done."""
         return all(f.done() for f in self._pending.get(variant, []))
 
-    def wait(self) -> None:
+    def wait(self, raise_failed: bool = True) -> None:
         """Returns once everything handed over is written, MLflow included as far as it answers;
-        raises the first recording that failed."""
+        raises the first recording that failed (unless `raise_failed` is False)."""
         wait([f for futures in self._pending.values() for f in futures])
         self.mlflow_soon()
         with self._lock:
             mlflow = list(self._mlflow_pending)
         wait(mlflow)
-        self.raise_failed()
+        if raise_failed:
+            self.raise_failed()
 
     def epoch(self, variant: str, trials: list[Trial]) -> None:
         """Log the trials' new epochs to MLflow. A trial whose epochs wait to be logged already is

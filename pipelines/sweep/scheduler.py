@@ -89,7 +89,10 @@ class StudyLoop:
         finally:
             # every job submitted is in its trial's jobs.json before the caller cancels what is left
             self._submitter.shutdown(wait=True, cancel_futures=True)
-        self.recordings.wait()
+            # what the writers were handed is written before the caller stops or exits, an interrupted
+            # study's too (e.g. a search's chosen configuration on its MLflow parent run)
+            self.recordings.wait(raise_failed=False)
+        self.recordings.raise_failed()
         for variant in self.study.variant_ids:  # the first failure in table order
             if variant in self.errors:
                 raise self.errors[variant]
