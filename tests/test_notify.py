@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from orchestrate_setup import run_attnsweep
+from orchestrate_setup import STANDIN, run_attnsweep
 from survive_setup import one_trial_study
 
 from attnsweep.pipelines.config.study import StudyError, load_study
@@ -47,9 +47,9 @@ def _with_notify(path: Path, notify, **train) -> Path:
 
 def test_a_finished_study_notifies(tmp_path, endpoint):
     url, posts = endpoint
-    study = _with_notify(one_trial_study(tmp_path, epochs=1), [url])
+    study = _with_notify(one_trial_study(tmp_path, epochs=1, features=None), [url])  # the stand-in: no checkpoint
     out = tmp_path / "out"
-    done = run_attnsweep("run", str(study), "--out", str(out), "--no-report")
+    done = run_attnsweep("run", str(study), "--out", str(out), "--no-report", env=STANDIN)
     assert done.returncode == 0, done.stderr[-3000:]
     titles = [p["title"] for p in posts]
     assert titles == ["attnsweep: tiny resnet18 repeats finished", "attnsweep: tiny finished"], posts

@@ -1,5 +1,5 @@
-"""The driver's decisions are data: a real study selecting on `auc_roc`, stopped (SIGTERM) once
-every variant's search has chosen. The partial report's Table 5 names the configurations of
+"""The driver's decisions are data: a real study selecting on `auc_roc` (jobs of the stand-in
+trainer), stopped (SIGTERM) once every variant's search has chosen. The partial report's Table 5 names the configurations of
 `selection/*.json`, which are the driver's choice (the MLflow search parents' `best_*` params, the
 repeat trials' configuration) and the best `auc_roc` among the configurations every split of which
 finished ok; the saved study carries each variant's resolved settings and baseline."""
@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from orchestrate_setup import Driver, shrunk_study
+from orchestrate_setup import STANDIN, Driver, shrunk_study
 
 from attnsweep.pipelines.config import selection
 from attnsweep.pipelines.report.build import build_report
@@ -35,7 +35,7 @@ def test_partial_report_names_the_drivers_choice(tmp_path):
     out, paths = tmp_path / "out", StudyPaths(tmp_path / "out")
     variants = [v if isinstance(v, str) else v["id"] for v in study["variants"]]
 
-    driver = Driver("run", str(path), "--out", str(out), "--no-report", log=tmp_path / "driver.log")
+    driver = Driver("run", str(path), "--out", str(out), "--no-report", env=STANDIN, log=tmp_path / "driver.log")
     try:
         deadline = time.monotonic() + 1500
         while not all(paths.selection_file(v).exists() for v in variants):  # poll the state, with a deadline

@@ -8,8 +8,9 @@ import signal
 import subprocess
 
 import pytest
-from orchestrate_setup import ATTNSWEEP, REPO, Driver, shrunk_study, trial_dirs
+from orchestrate_setup import ATTNSWEEP, REPO, STANDIN, Driver, shrunk_study, trial_dirs
 from status_setup import study_folder, write_trial
+from survive_setup import wait_for
 from trainer_setup import Hold
 
 from attnsweep.pipelines.config.study import load_study
@@ -86,7 +87,7 @@ def test_status_of_a_running_slurm_study_from_another_process(slurm_cluster, tmp
     study = shrunk_study(tmp_path, base="demo_slurm.yaml", name="watched", n_variants=1, max_concurrent=2,
                          search={"algorithm": "grid", "lr": [0.02], "weight_decay": [0.0]})
     out, hold = tmp_path / "out", Hold(tmp_path / "hold", after_epoch=1)
-    driver = Driver("run", str(study), "--out", str(out), "--no-report", env={**slurm_cluster.env, **hold.env},
+    driver = Driver("run", str(study), "--out", str(out), "--no-report", env={**slurm_cluster.env, **hold.env, **STANDIN},
                     log=tmp_path / "driver.log")
     try:
         name = hold.wait(alive=lambda: driver.proc.poll() is None)  # a search job, held after epoch 1
@@ -100,6 +101,11 @@ def test_status_of_a_running_slurm_study_from_another_process(slurm_cluster, tmp
         assert search["running"] >= 1 and search["done"] == 0 and search["planned"] == 2
         driver.proc.send_signal(signal.SIGTERM)
         assert driver.proc.wait(timeout=120) == 130
+        # the cancelled jobs ignore SIGTERM (submitit) until SLURM's KillWait SIGKILL: released before
+        # that, a held job would finish its trial
+        owned = {job["job_id"] for d in trial_dirs(out) for job in json.loads((d / "jobs.json").read_text())}
+        wait_for(lambda: not owned & set(slurm_cluster.run("squeue", "-h", "-o", "%i %A").stdout.split()),
+                 "the cancelled jobs to leave the queue", timeout_s=120)
     finally:
         driver.cleanup()
         hold.release(*(d.name for d in trial_dirs(out)))
