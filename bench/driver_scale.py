@@ -56,6 +56,8 @@ from pathlib import Path
 import psutil
 import yaml
 
+from attnsweep.pipelines.trial import standin
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "slurm" / "testcluster"
 COUNTED = ("sacct", "squeue", "sbatch", "scancel")
@@ -167,10 +169,6 @@ def occupancy(spans: list[tuple[str, str, float, float]], n: int) -> float:
     return sum(e - s for *_, s, e in spans) / (n * (last - first))
 
 
-def standin_env(epoch_s: float) -> dict[str, str]:
-    return {"ATTNSWEEP_TRAINER": "attnsweep.pipelines.trial.standin", "ATTNSWEEP_STANDIN_EPOCH_S": str(epoch_s)}
-
-
 def run_bare(n: int, work: Path, env: dict[str, str], epochs: int, epoch_s: float) -> dict:
     """The machine's ceiling: the driver's jobs, submitted and followed by a loop of no cost."""
     from concurrent.futures import ThreadPoolExecutor
@@ -181,7 +179,7 @@ def run_bare(n: int, work: Path, env: dict[str, str], epochs: int, epoch_s: floa
 
     folder = work / f"bare{n}"
     folder.mkdir()
-    os.environ.update({**env, **standin_env(epoch_s)})  # jobs inherit the submitter's environment
+    os.environ.update({**env, **standin.env(epoch_s)})  # jobs inherit the submitter's environment
     study = load_study(study_file(folder, n, epochs))
     out = folder / "out"
 
@@ -219,7 +217,7 @@ def run_one(n: int, work: Path, env: dict[str, str], epochs: int, epoch_s: float
     calls.touch()
     bin_dir = counting_wrappers(folder / "bin", calls)
     out = folder / "out"
-    driver_env = {**os.environ, **env, "PATH": f"{bin_dir}:{os.environ['PATH']}", **standin_env(epoch_s)}
+    driver_env = {**os.environ, **env, "PATH": f"{bin_dir}:{os.environ['PATH']}", **standin.env(epoch_s)}
     cmd = [str(Path(sys.executable).with_name("attnsweep")), "run", str(study_file(folder, n, epochs)),
            "--out", str(out), "--no-report"]
     trace = folder / "strace.log"
@@ -306,6 +304,8 @@ def main() -> None:
     ap.add_argument("--no-bare", action="store_true", help="skip the bare loop's run beside each N")
     ap.add_argument("--keep", type=Path, help="keep the study folders and logs here")
     args = ap.parse_args()
+    if any(n % 8 for n in args.jobs):  # 4 variants x n/8 configurations x 2 splits: n jobs in each wave
+        ap.error(f"--jobs: each a multiple of 8, got {' '.join(map(str, args.jobs))}")
     if os.geteuid() != 0:
         sys.exit("the SLURM test cluster needs root")
     use_strace = shutil.which("strace") is not None

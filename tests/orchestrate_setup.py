@@ -12,13 +12,14 @@ from pathlib import Path
 
 import yaml
 
+from attnsweep.pipelines.trial import standin
 from attnsweep.pipelines.trial.folder import CONFIG, TrialFolder
 
 REPO = Path(__file__).resolve().parents[1]
 ATTNSWEEP = str(Path(sys.executable).with_name("attnsweep"))
 # jobs run the stand-in trainer (`pipelines/trial/standin.py`: epoch lines and a result through
 # `TrialFolder`, no torch, 0.2 s epochs) where a test is about the driver, not the training
-STANDIN = {"ATTNSWEEP_TRAINER": "attnsweep.pipelines.trial.standin", "ATTNSWEEP_STANDIN_EPOCH_S": "0.2"}
+STANDIN = standin.env(0.2)
 
 
 def shrunk_study(tmp_path: Path, base: str = "demo.yaml", name: str = "shrunk", n_variants: int = 2,

@@ -36,6 +36,10 @@ class SlurmCluster:
         """Runs a SLURM client command against this cluster; raises when it fails."""
         return _run_client(self.env, args, timeout)
 
+    def queued(self) -> set[str]:
+        """Ids of the jobs (array tasks and their array job too) still queued or running."""
+        return set(self.run("squeue", "-h", "-o", "%i %A").stdout.split())
+
 
 def _run_client(env: dict[str, str], args: tuple[str, ...], timeout: float) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

@@ -27,12 +27,6 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 EVAL_SETS = 3  # val, test, ood:shifted
 
 
-def _queued(cluster) -> set[str]:
-    """Ids of the jobs (array tasks too) still queued or running."""
-    out = cluster.run("squeue", "-h", "-o", "%i %A").stdout.split()
-    return set(out)
-
-
 def _wait_for(condition, what: str, driver: Driver | None = None, timeout_s: float = 900):
     deadline = time.monotonic() + timeout_s
     while not (found := condition()):
@@ -67,7 +61,7 @@ def test_slurm_study_cancels_on_sigterm_and_reattaches_after_sigkill(slurm_clust
         first.cleanup()
     owned = {j for d in trial_dirs(out) for j in jobs_of(d)}
     assert owned
-    _wait_for(lambda: not (owned & _queued(slurm_cluster)), "the cancelled jobs to leave the queue", timeout_s=60)
+    _wait_for(lambda: not (owned & slurm_cluster.queued()), "the cancelled jobs to leave the queue", timeout_s=60)
 
     # 2. --resume, then SIGKILL while a trial job is held: the jobs stay in the queue.
     hold2 = Hold(tmp_path / "hold2", after_epoch=1)
@@ -78,7 +72,7 @@ def test_slurm_study_cancels_on_sigterm_and_reattaches_after_sigkill(slurm_clust
     finally:
         second.cleanup()
     attached = {d: jobs_of(d) for d in held}
-    queued = _queued(slurm_cluster)
+    queued = slurm_cluster.queued()
     for d, ids in attached.items():  # SIGKILL cancels nothing: the held job is still running
         assert ids[-1] in queued, d
     hold2.release(*(d.name for d in trial_dirs(out)))  # also jobs of driver 2 that start later
@@ -102,7 +96,7 @@ def test_slurm_study_cancels_on_sigterm_and_reattaches_after_sigkill(slurm_clust
     ok = set(rows.loc[rows["status"] == "ok", "trial_id"])
     for d in dirs:  # every epoch trained once; the diverged ones stopped in their first
         assert epochs_of(d) == ([1, 2] if d.name in ok else []), d
-    assert not ({j for d in dirs for j in jobs_of(d)} & _queued(slurm_cluster))
+    assert not ({j for d in dirs for j in jobs_of(d)} & slurm_cluster.queued())
 
 
 def test_sbatch_launcher_runs_the_study_as_a_slurm_job(slurm_cluster, tmp_path):
@@ -152,13 +146,13 @@ def test_plain_scancel_of_the_driver_job_cancels_its_trial_jobs(slurm_cluster, t
     driver_job = submitted.stdout.strip().split(";")[0]
     log = tmp_path / f"driver-{driver_job}.out"
     try:
-        hold.wait(alive=lambda: driver_job in _queued(slurm_cluster))
+        hold.wait(alive=lambda: driver_job in slurm_cluster.queued())
         owned = {j for d in trial_dirs(out) for j in jobs_of(d)}
         slurm_cluster.run("scancel", driver_job)
-        _wait_for(lambda: not ({driver_job} | owned) & _queued(slurm_cluster),
+        _wait_for(lambda: not ({driver_job} | owned) & slurm_cluster.queued(),
                   "the driver and its trial jobs to leave the queue", timeout_s=120)
     finally:
-        left = ({driver_job} | {j for d in trial_dirs(out) for j in jobs_of(d)}) & _queued(slurm_cluster)
+        left = ({driver_job} | {j for d in trial_dirs(out) for j in jobs_of(d)}) & slurm_cluster.queued()
         if left:
             slurm_cluster.run("scancel", *left)
     text = log.read_text() if log.exists() else "(no driver log)"
@@ -179,7 +173,7 @@ def test_jobs_of_different_variants_are_queued_at_once(slurm_cluster, tmp_path):
     driver = Driver("run", str(study), "--out", str(out), "--no-report", env=env, log=tmp_path / "driver.log")
 
     def variants_queued() -> set[str]:
-        queued = _queued(slurm_cluster)
+        queued = slurm_cluster.queued()
         return {d.parent.name for d in trial_dirs(out) if jobs_of(d) and jobs_of(d)[-1] in queued}
 
     try:
@@ -193,4 +187,4 @@ def test_jobs_of_different_variants_are_queued_at_once(slurm_cluster, tmp_path):
         for held in hold.glob("*.held"):
             held.with_suffix(".release").touch()
     owned = {j for d in trial_dirs(out) for j in jobs_of(d)}
-    _wait_for(lambda: not (owned & _queued(slurm_cluster)), "the cancelled jobs to leave the queue", timeout_s=60)
+    _wait_for(lambda: not (owned & slurm_cluster.queued()), "the cancelled jobs to leave the queue", timeout_s=60)

@@ -1,8 +1,9 @@
 """The driver's decisions are data: a real study selecting on `auc_roc` (jobs of the stand-in
-trainer), stopped (SIGTERM) once every variant's search has chosen. The partial report's Table 5 names the configurations of
-`selection/*.json`, which are the driver's choice (the MLflow search parents' `best_*` params, the
-repeat trials' configuration) and the best `auc_roc` among the configurations every split of which
-finished ok; the saved study carries each variant's resolved settings and baseline."""
+trainer), stopped (SIGTERM) once every variant's search has chosen. The partial report's Table 5
+names the configurations of `selection/*.json`, which are the driver's choice (the MLflow search
+parents' `best_*` params, the repeat trials' configuration) and the best `auc_roc` among the
+configurations every split of which finished ok; the saved study carries each variant's resolved
+settings and baseline."""
 from __future__ import annotations
 
 import json

@@ -104,8 +104,7 @@ def test_status_of_a_running_slurm_study_from_another_process(slurm_cluster, tmp
         # the cancelled jobs ignore SIGTERM (submitit) until SLURM's KillWait SIGKILL: released before
         # that, a held job would finish its trial
         owned = {job["job_id"] for d in trial_dirs(out) for job in json.loads((d / "jobs.json").read_text())}
-        wait_for(lambda: not owned & set(slurm_cluster.run("squeue", "-h", "-o", "%i %A").stdout.split()),
-                 "the cancelled jobs to leave the queue", timeout_s=120)
+        wait_for(lambda: not owned & slurm_cluster.queued(), "the cancelled jobs to leave the queue", timeout_s=120)
     finally:
         driver.cleanup()
         hold.release(*(d.name for d in trial_dirs(out)))

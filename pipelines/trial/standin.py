@@ -15,10 +15,16 @@ from pathlib import Path
 
 from attnsweep.pipelines.config.selection import METRICS
 from attnsweep.pipelines.config.trial_config import TrialConfig
+from attnsweep.pipelines.trial.executors import TRAINER_ENV
 from attnsweep.pipelines.trial.folder import TrialFolder
 from attnsweep.pipelines.trial.hold import hold_after_epoch
 
 EPOCH_S_ENV = "ATTNSWEEP_STANDIN_EPOCH_S"
+
+
+def env(epoch_s: float) -> dict[str, str]:
+    """The driver's environment for jobs of the stand-in, one epoch line every `epoch_s` seconds."""
+    return {TRAINER_ENV: __name__, EPOCH_S_ENV: str(epoch_s)}
 
 
 def _metrics(cfg: TrialConfig, epoch: int) -> dict[str, float]:
