@@ -4,6 +4,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# pytest-xdist workers: the suite is sized for 2 (a 2-core machine); tests/conftest.py orders the modules
+WORKERS ?= 2
+XDIST := -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: demo deps lint test test-fast install clean
 
@@ -28,10 +31,10 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 test: deps $(STAMP) lint
-	$(PY) -m pytest --durations=25
+	$(PY) -m pytest $(XDIST) --durations=25
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slurm and not slow"
+	$(PY) -m pytest $(XDIST) -m "not slurm and not slow"
 
 clean:
 	rm -rf runs .pytest_cache

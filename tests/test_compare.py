@@ -177,6 +177,7 @@ def test_the_four_seed001_studies_in_chromium(four_studies, tmp_path):
     assert (np.asarray(Image.open(png).convert("L")) < 100).mean() > 0.005
 
 
+@pytest.mark.slow
 def test_studies_that_share_nothing_fail_in_one_line(tmp_path):
     a = write_study(tmp_path / "a", "skin", 0.8, ["resnet18", "resnet18+se"], {}, seed=0)
     b = write_study(tmp_path / "b", "cxr", 0.7, ["densenet121", "densenet121+se"], {}, seed=1)

@@ -17,6 +17,7 @@ def roles_per_group(records: pd.DataFrame, table: pd.DataFrame) -> pd.Series:
     return joined.groupby(["split", "group"])["role"].nunique()
 
 
+@pytest.mark.slow
 @needs_ham
 def test_ham10000_ten_splits_grouped_and_stratified():
     """The issue's check on the real metadata: 10 splits, no lesion_id in two roles, every role's

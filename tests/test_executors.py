@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 LOCAL2 = ExecutorSpec(kind="local", workers=2, slurm={"timeout_min": 10})
 
 
+@pytest.mark.slow
 def test_two_rank_ddp_trial_and_exact_gathered_metrics(data_dir, tmp_path):  # noqa: F811
     import torch
 
@@ -50,6 +51,7 @@ def test_two_rank_ddp_trial_and_exact_gathered_metrics(data_dir, tmp_path):  # n
         assert metrics["auc_roc"] == pytest.approx(single["auc_roc"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_killed_job_resubmitted_resumes_after_last_epoch(data_dir, tmp_path, monkeypatch):  # noqa: F811
     cfg = trial_config(data_dir, epochs=5)  # checkpoints every 10 minutes: none is due at epoch 2
     reference = train(cfg, tmp_path / "reference")
@@ -82,6 +84,7 @@ def test_bad_batch_for_the_world_size_fails_before_submission(data_dir, tmp_path
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_local_jobs_side_by_side_share_the_cores(data_dir, tmp_path):  # noqa: F811
     one = ExecutorSpec(kind="local", workers=1, slurm={"timeout_min": 10})
     dirs = [tmp_path / "a", tmp_path / "b"]

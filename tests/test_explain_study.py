@@ -24,6 +24,8 @@ from attnsweep.pipelines.config.study import load_study
 from attnsweep.pipelines.trial.trainer import train
 from attnsweep.pipelines.config.trial_config import TrialConfig
 
+pytestmark = pytest.mark.slow
+
 DEMO = load_study(Path(__file__).parents[1] / "studies" / "demo.yaml")
 SIZE = 64  # ResNet's last stage is 2x2 at 64 px (1x1 at the demo's 32 px)
 N_MEAN = 6

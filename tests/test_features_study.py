@@ -18,6 +18,8 @@ from mlflow.tracking import MlflowClient
 from attnsweep.data import DatasetSpec
 from attnsweep.pipelines.store.mlflow_store import MlflowStore, default_tracking_uri
 
+pytestmark = pytest.mark.slow
+
 COLUMNS = ["skin_tone", "patch", "sex", "age"]
 
 

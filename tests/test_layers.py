@@ -60,6 +60,7 @@ def test_imports_point_one_way():
     assert "Contracts: 2 kept, 0 broken." in proc.stdout
 
 
+@pytest.mark.slow
 def test_the_driver_follows_its_jobs_without_importing_torch(tmp_path):
     """The driver runs a whole study (stand-in jobs, local executor) and never holds torch, timm or the
     trainer's scikit-learn: they are the jobs' (the model probe runs in a process of its own). At a

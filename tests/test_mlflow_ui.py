@@ -21,6 +21,8 @@ from attnsweep.pipelines.store.mlflow_store import MlflowStore
 from attnsweep.pipelines.store.mlflow_summary import dataset_digest, runs_url
 from attnsweep.pipelines.store.result_rows import TrialRef, epoch_rows, result_rows
 
+pytestmark = pytest.mark.slow
+
 VARIANTS = ("resnet18", "resnet18+se", "resnet18+ga")
 EVAL_SETS = ["val", "test", "ood:shifted"]
 SPLITS = 3

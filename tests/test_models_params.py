@@ -56,6 +56,7 @@ def test_attention_changes_the_count_the_way_the_module_does():
     assert count_params("resnet50", 7, 224) == count_params("resnet50", 7, 64)
 
 
+@pytest.mark.slow
 def test_describe_variants_lists_every_variant_in_order():
     rows = describe_variants(3)
     assert [r["name"] for r in rows] == VARIANTS

@@ -45,6 +45,7 @@ def _with_notify(path: Path, notify, **train) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_finished_study_notifies(tmp_path, endpoint):
     url, posts = endpoint
     study = _with_notify(one_trial_study(tmp_path, epochs=1, features=None), [url])  # the stand-in: no checkpoint
@@ -60,6 +61,7 @@ def test_a_finished_study_notifies(tmp_path, endpoint):
     assert summary[1] == f"no report yet (attnsweep report {out})"
 
 
+@pytest.mark.slow
 def test_a_failed_study_notifies_urls_and_the_command(tmp_path, endpoint):
     url, posts = endpoint
     got = tmp_path / "command-got.txt"

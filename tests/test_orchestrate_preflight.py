@@ -2,7 +2,10 @@
 line naming the problem, exit status 2, no trial folder."""
 from __future__ import annotations
 
+import pytest
 from orchestrate_setup import run_attnsweep, shrunk_study
+
+pytestmark = pytest.mark.slow
 
 
 def test_a_batch_larger_than_the_training_set_is_refused(tmp_path):

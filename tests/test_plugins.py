@@ -101,6 +101,7 @@ def _check_study(out: Path) -> None:
     assert {("resnet18+coord", "resnet18"), ("resnet18+coord8", "resnet18")} <= pairs
 
 
+@pytest.mark.slow
 def test_models_and_dry_run_see_the_plugins(plugin_site, tmp_path):
     study = _study(tmp_path, {"kind": "local", "workers": 1})
     listed = run_attnsweep("models", "--study", str(study), "--json", env=_env(plugin_site))
@@ -115,6 +116,7 @@ def test_models_and_dry_run_see_the_plugins(plugin_site, tmp_path):
         assert v in dry.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attentions, variant, message", [
     ({"bad": "no_such_lab.attn:Module"}, "resnet18+bad",
      "attentions.bad: cannot import no_such_lab.attn (ModuleNotFoundError"),
@@ -187,6 +189,7 @@ def test_a_plugin_goes_at_the_sites_of_each_family(plugin_site, monkeypatch, bac
     assert count_params(f"{backbone}+coordx", 3, 64) - count_params(backbone, 3, 64) == added > 0
 
 
+@pytest.mark.slow
 def test_ddp_trains_an_installed_attention_on_two_ranks(plugin_site, tmp_path):
     """`attnsweep train` with 2 local DDP ranks (gloo): each rank imports the entry point's module."""
     res = run_attnsweep("train", "--model", "cnn2+coord", "--image-size", "32", "--epochs", "1", "--batch-size", "16",

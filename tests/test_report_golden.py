@@ -97,6 +97,7 @@ def test_report_files_and_figures(report):
     assert not list(report.parent.glob(".report-*"))  # no temp folder left behind
 
 
+@pytest.mark.slow
 def test_bad_inputs_fail_in_one_line_and_keep_the_old_report(tmp_path):
     out = tmp_path / "study"
     shutil.copytree(GOLDEN / "study", out)

@@ -16,6 +16,7 @@ from attnsweep.pipelines.report.build import build_report, log_report_to_mlflow
 GOLDEN = Path(__file__).parent / "golden" / "study"
 
 
+@pytest.mark.slow
 def test_report_is_logged_to_the_parent_run(mlflow_server, tmp_path):
     out = tmp_path / "study"
     shutil.copytree(GOLDEN, out)

@@ -59,6 +59,7 @@ def _held(hold: Path) -> set[str]:
     return {p.name.removesuffix(".held") for p in hold.glob("*.held")}
 
 
+@pytest.mark.slow
 def test_resume_with_two_variants_in_flight(tmp_path):
     # 2 variants x (1 configuration x 2 search splits + 2 repeat splits), 4 jobs at once: both
     # variants' searches run together; every job holds after epoch 1 until the driver is killed.
@@ -106,6 +107,7 @@ def test_resume_with_two_variants_in_flight(tmp_path):
     assert {r.info.status for r in runs} == {"FINISHED"}
 
 
+@pytest.mark.slow
 def test_per_variant_optimizer_reported_against_its_baseline(tmp_path):
     study_file = shrunk_study(
         tmp_path, name="pervariant", n_variants=1, max_concurrent=2,

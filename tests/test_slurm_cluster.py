@@ -13,7 +13,7 @@ import submitit
 
 from slurm_cluster import SCRIPTS, SlurmCluster, require_slurm_or_skip, start_cluster, stop_cluster
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(300)]  # starts its own clusters
 
 
 def sbatch(cluster: SlurmCluster, *args: str) -> str:
@@ -174,11 +174,13 @@ def test_stop_leaves_no_process_namespace_or_state_behind(tmp_path: Path) -> Non
         assert len(daemons) == 7  # keeper, munged, mariadbd, slurmdbd, slurmctld, 2 slurmd
         assert daemons | {int(p) for p in job_pids} <= tree
         network = (directory / "netns.list").read_text().split()[1::2]
+        spool = (directory / "spool").resolve()  # a short folder outside DIR (slurmd's socket paths)
+        assert spool.is_dir() and directory not in spool.parents
     finally:
         stop_cluster(directory)
 
     assert not tree & live_pids()
-    assert not directory.exists()
+    assert not directory.exists() and not spool.exists()
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     for name in network:

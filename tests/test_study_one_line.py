@@ -65,6 +65,7 @@ def test_out_naming_a_file_is_one_line(tmp_path):
     assert f"{file}: --out names a file, not a folder" in res.stderr and file.read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_a_small_dataset_names_its_truncated_image_not_sklearn(tmp_path):
     root = write_imagefolder(tmp_path / "imgs", per_class=2)
     victim = sorted((root / "normal").iterdir())[0]

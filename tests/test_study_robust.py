@@ -79,6 +79,7 @@ def tiny_breast_npz(path: Path, drop: int = 0) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_resplit_study_retrains_the_trials_of_the_old_splits(tmp_path):
     npz = tiny_breast_npz(tmp_path / "breastmnist.npz")
     study = one_trial_study(tmp_path, epochs=1)
@@ -111,6 +112,7 @@ def test_a_resplit_study_retrains_the_trials_of_the_old_splits(tmp_path):
     assert (out / "trials" / "repeat" / "cnn2" / old_trial / "result.json").exists()
 
 
+@pytest.mark.slow
 def test_mlflow_killed_mid_study_and_lr_1e6_diverged(tmp_path):
     """Grid lr [0.01, 1e6] on one search and one repeat split: 3 trainings. The server is killed
     while the 0.01 search trial is held after its epoch; the study finishes its Parquet rows with
@@ -216,6 +218,7 @@ def test_user_text_is_escaped_in_markdown_and_guarded_in_csv(tmp_path):
     assert back["dataset"].tolist() == ["<script>alert(1)</script>", "a|b", "'=HYPERLINK(\"x\")"]
 
 
+@pytest.mark.slow
 def test_a_search_whose_every_configuration_diverged_fails_its_parent_run(tmp_path):
     """Nothing to repeat: the variant fails in one line, and its search's parent run ends FAILED in
     MLflow, not RUNNING for ever (no run of the study is left RUNNING)."""
@@ -236,6 +239,7 @@ def test_a_search_whose_every_configuration_diverged_fails_its_parent_run(tmp_pa
     assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
 
 
+@pytest.mark.slow
 def test_mlflow_db_deleted_mid_study_ends_with_its_rows_and_resume_rebuilds_the_runs(tmp_path):
     """The study's sqlite store deleted while its one trial is held: the study still ends with exit
     0, its Parquet rows and one warning line; `--resume` builds a new store with that trial's run once."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
 from survive_setup import hold_env, held, wait_for
 from trainer_setup import comparable, data_dir, read_lines, trial_config  # noqa: F401 (fixture)
 
@@ -17,6 +18,7 @@ from attnsweep.pipelines.trial.trainer import train
 LOCAL = ExecutorSpec(kind="local", workers=1, slurm={"timeout_min": 10})
 
 
+@pytest.mark.slow
 def test_a_corrupt_checkpoint_is_set_aside_and_the_trial_restarts(data_dir, tmp_path, monkeypatch, caplog):  # noqa: F811
     cfg = trial_config(data_dir, epochs=2, checkpoint_every_epochs=1)  # checkpoint.pt holds epoch 1
     reference = train(cfg, tmp_path / "reference")

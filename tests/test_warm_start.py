@@ -51,6 +51,7 @@ def _first_search_config(out) -> dict:
     return {"lr": first["lr"], "weight_decay": first["weight_decay"]}
 
 
+@pytest.mark.slow
 def test_a_warm_started_study_evaluates_the_earlier_best_first(tmp_path):
     """Two real tiny studies (jobs of the stand-in trainer): the second (another seed) starts its
     search from the first one's selection. `attnsweep status` reads the first (a real finished

@@ -19,8 +19,9 @@ from pathlib import Path
 import submitit
 from submitit.slurm.slurm import SlurmInfoWatcher
 
-FOLDER_POLL_S = 5.0
-SACCT_S = 30.0
+# The test suite shortens both (tests/conftest.py): its studies are seconds long, a cluster's hours.
+FOLDER_POLL_S = float(os.environ.get("ATTNSWEEP_FOLDER_POLL_S", "5"))
+SACCT_S = float(os.environ.get("ATTNSWEEP_SACCT_S", "30"))
 RECENT_S = 2.0
 # SLURM states of a job that waits for its resources (a requeued job waits again), and submitit's
 # for a job that `sacct` does not list yet (just submitted)

@@ -16,8 +16,13 @@ wait_s=60
 export SLURM_CONF=$dir/etc/slurm.conf
 host=$(hostname -s)
 sock=$dir/munge/munge.socket.2
-mkdir -p "$dir"/{etc,pids,log,munge,db,state,spool}
+mkdir -p "$dir"/{etc,pids,log,munge,db,state}
 chmod 700 "$dir/etc" "$dir/munge"
+# slurmd names a job step's socket <spool>/<node>_<job id>.<step id>, and a socket path longer than
+# 107 characters cannot be made (the job fails to launch): the spool is a short folder of its own,
+# which DIR/spool links to (stop.sh removes both)
+spool=$(mktemp -d /tmp/asw-spool.XXXXXX)
+ln -s "$spool" "$dir/spool"
 
 # stamp TEXT: a timed line in log/start.log, to see where a start spends its time.
 stamp() { echo "$(date +%T.%3N) $*" >>"$dir/log/start.log"; }
@@ -160,7 +165,7 @@ AuthInfo=socket=$sock
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation=$dir/state
-SlurmdSpoolDir=$dir/spool/%n
+SlurmdSpoolDir=$spool/%n
 SlurmctldPidFile=$dir/pids/slurmctld.pid
 SlurmdPidFile=$dir/pids/slurmd-%n.pid
 SlurmctldLogFile=$dir/log/slurmctld.log
@@ -185,6 +190,9 @@ MailProg=/bin/true
 # short enough for tests: SIGKILL 5 s after SIGTERM; a node whose slurmd died is DOWN after 20 s
 KillWait=5
 SlurmdTimeout=20
+# job ids of clusters running side by side differ (their controller ports do): ids seed per-job
+# choices such as submitit's DDP port, and node 0 of every cluster shares the host's network
+FirstJobId=$((ctld_port * 1000))
 CONF
         printf '%s\n' "${extra_conf[@]}"
         for ((i = 0; i < nodes; i++)); do

@@ -89,7 +89,8 @@ if [[ -f $dir/netns.list ]]; then
     done < <(sort -r "$dir/netns.list") # "netns" lines before "link" lines
 fi
 
-# 5. State.
+# 5. State (the spool is the folder that launch.sh linked).
+spool=$(readlink "$dir/spool") && [[ $(basename "$spool") == asw-spool.* ]] && rm -rf "$spool"
 rm -rf "$dir"/{etc,pids,munge,db,state,spool} "$dir/netns.list" "$dir"/env.sh*
 if ((keep_logs)); then
     rm -f "$dir/.attnsweep-testcluster"
