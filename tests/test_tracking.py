@@ -165,6 +165,37 @@ def test_mlflow_runs_on_a_real_server(mlflow_server, tmp_path):  # noqa: F811
     assert sorted(r.data.tags["attnsweep.trial_id"] for r in children) == ["done1", "killed1"]
 
 
+def test_a_run_created_by_a_driver_that_died_before_its_set_up_is_set_up_on_resume(mlflow_server, tmp_path,  # noqa: F811
+                                                                                  monkeypatch):
+    """A driver killed between creating a trial's run and logging its params and input dataset left
+    a RUNNING run without them; the next driver logs them once, and once only."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    manifest = {"fingerprints": {"train": "f0"}, "splits": {"sha256": "s0"}, "image_size": 48,
+                "datasets": {"train": {"n": 10}}}
+    (data_dir / "manifest.json").write_text(json.dumps(manifest))
+    ref = make_trial_folder(tmp_path, "cut1", finished=False)
+    first = MlflowStore(mlflow_server, "setup-test", tmp_path, dataset_name="synthderm")
+
+    def killed(*_):
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(first, "_set_up_child", killed)
+    with pytest.raises(SystemExit):
+        first.child_run(ref, CONFIG)
+    client = MlflowClient(mlflow_server)
+    (run,) = [r for r in client.search_runs([first.experiment_id]) if "attnsweep.trial_id" in r.data.tags]
+    assert run.data.params == {} and not run.inputs.dataset_inputs  # what the dead driver left
+
+    for _ in range(2):  # resumed twice: the second logs the same values again, harmlessly
+        resumed = MlflowStore(mlflow_server, "setup-test", tmp_path, dataset_name="synthderm")
+        assert resumed.child_run(ref, CONFIG) == (run.info.run_id, False)
+        again = client.get_run(run.info.run_id)
+        assert again.data.params["lr"] == "0.01"
+        (dataset,) = again.inputs.dataset_inputs
+        assert dataset.dataset.name == "synthderm" and dataset.tags[0].value == ref.split
+
+
 def test_rows_read_back_from_memory_equal_the_files(tmp_path):
     """The driver keeps what it wrote and what it read (`parquet_store._read_before`): a read of the
     folder gives the same table as a cold read of the files, and a replaced file is read again."""

@@ -147,7 +147,9 @@ class MlflowStore:
 
     def _load_existing(self) -> None:
         """The runs of earlier drivers, by their tags. A trial with two runs (a create whose answer
-        was lost while the server went down) keeps the finished one; the other is deleted."""
+        was lost while the server went down) keeps the finished one; the other is deleted. A run
+        still RUNNING is set up again on first sight: its driver may have died before its params
+        and input dataset were logged."""
         token = None
         while True:
             page = self.client.search_runs([self.experiment_id], max_results=1000, page_token=token)
@@ -167,6 +169,7 @@ class MlflowStore:
                     self._children[trial_id] = mine
             token = page.token
             if not token:
+                self._unset.update(t for t, (_, status) in self._children.items() if status == "RUNNING")
                 return
 
     def known_run(self, trial_id: str) -> str | None:
