@@ -18,6 +18,7 @@ from attnsweep.pipelines.store.mlflow_store import MlflowStore
 from attnsweep.pipelines.store.result_rows import TrialRef, epoch_rows, result_rows
 from attnsweep.pipelines.store.results_schema import RESULTS_SCHEMA, to_table
 from attnsweep.pipelines.trial.folder import TrialFolder
+from attnsweep.pipelines.trial.study_paths import StudyPaths
 
 EVAL_SETS = ["val", "test", "ood:shifted"]
 CONFIG = {"model": "resnet18+se", "lr": 0.01, "weight_decay": 1e-4, "batch_size": 16, "epochs": 3, "seed": 2,
@@ -169,7 +170,7 @@ def test_a_run_created_by_a_driver_that_died_before_its_set_up_is_set_up_on_resu
                                                                                   monkeypatch):
     """A driver killed between creating a trial's run and logging its params and input dataset left
     a RUNNING run without them; the next driver logs them once, and once only."""
-    data_dir = tmp_path / "data"
+    data_dir = StudyPaths(tmp_path).data_dir
     data_dir.mkdir()
     manifest = {"fingerprints": {"train": "f0"}, "splits": {"sha256": "s0"}, "image_size": 48,
                 "datasets": {"train": {"n": 10}}}

@@ -169,8 +169,8 @@ class MlflowStore:
                     self._children[trial_id] = mine
             token = page.token
             if not token:
-                self._unset.update(t for t, (_, status) in self._children.items() if status == "RUNNING")
-                return
+                break
+        self._unset.update(t for t, (_, status) in self._children.items() if status == "RUNNING")
 
     def known_run(self, trial_id: str) -> str | None:
         """The run id of a trial, if it has one."""
